@@ -1,0 +1,201 @@
+//! TPM algorithm choices the operator configures, parsed once from their
+//! Keylime spelling and mapped to tss-esapi types and to the strings the
+//! Keylime peers expect on the wire.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tss_esapi::interface_types::algorithm::AsymmetricAlgorithm;
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+
+/// The hash algorithm of the AK signatures and of the quoted PCR bank (`tpm_hash_alg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlg {
+    /// SHA-1; accepted for old TPMs, rejected by the peers' default policy.
+    Sha1,
+    /// SHA-256, the default.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl HashAlg {
+    /// The name Keylime uses on the wire (`hash_alg`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// The tss-esapi identifier.
+    pub fn to_tpm(self) -> HashingAlgorithm {
+        match self {
+            Self::Sha1 => HashingAlgorithm::Sha1,
+            Self::Sha256 => HashingAlgorithm::Sha256,
+            Self::Sha384 => HashingAlgorithm::Sha384,
+            Self::Sha512 => HashingAlgorithm::Sha512,
+        }
+    }
+
+    /// The OpenSSL message digest.
+    pub fn to_openssl(self) -> openssl::hash::MessageDigest {
+        match self {
+            Self::Sha1 => openssl::hash::MessageDigest::sha1(),
+            Self::Sha256 => openssl::hash::MessageDigest::sha256(),
+            Self::Sha384 => openssl::hash::MessageDigest::sha384(),
+            Self::Sha512 => openssl::hash::MessageDigest::sha512(),
+        }
+    }
+}
+
+/// What `tpm_hash_alg` accepts, for error messages.
+pub const HASH_ALG_ACCEPTED: &str = "one of sha256, sha384, sha512, sha1";
+
+impl FromStr for HashAlg {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "sha1" => Ok(Self::Sha1),
+            "sha256" => Ok(Self::Sha256),
+            "sha384" => Ok(Self::Sha384),
+            "sha512" => Ok(Self::Sha512),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for HashAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The EK key type (`tpm_encryption_alg`): the TCG default low-range templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionAlg {
+    /// RSA 2048, EK certificate at NV index 0x01c00002.
+    Rsa2048,
+    /// ECC NIST P-256, EK certificate at NV index 0x01c0000a.
+    EccP256,
+}
+
+/// What `tpm_encryption_alg` accepts, for error messages.
+pub const ENCRYPTION_ALG_ACCEPTED: &str = "one of rsa, rsa2048, ecc, ecc256";
+
+impl EncryptionAlg {
+    /// The spelling of API versions before 2.5 (`rsa`, `ecc`).
+    pub fn legacy_name(self) -> &'static str {
+        match self {
+            Self::Rsa2048 => "rsa",
+            Self::EccP256 => "ecc",
+        }
+    }
+
+    /// The spelling of API version 2.5 and later, with the key size.
+    pub fn sized_name(self) -> &'static str {
+        match self {
+            Self::Rsa2048 => "rsa2048",
+            Self::EccP256 => "ecc256",
+        }
+    }
+
+    /// The tss-esapi identifier of the key family.
+    pub fn to_tpm(self) -> AsymmetricAlgorithm {
+        match self {
+            Self::Rsa2048 => AsymmetricAlgorithm::Rsa,
+            Self::EccP256 => AsymmetricAlgorithm::Ecc,
+        }
+    }
+
+    /// The NV index of the EK certificate for this template (TCG EK Credential Profile).
+    pub fn ek_certificate_nv_index(self) -> u32 {
+        match self {
+            Self::Rsa2048 => 0x01c0_0002,
+            Self::EccP256 => 0x01c0_000a,
+        }
+    }
+}
+
+impl FromStr for EncryptionAlg {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "rsa" | "rsa2048" => Ok(Self::Rsa2048),
+            "ecc" | "ecc256" => Ok(Self::EccP256),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The AK signature scheme (`tpm_signing_alg`); it also decides the AK key type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    /// RSASSA-PKCS1-v1_5 with an RSA-2048 AK (the peers' default).
+    RsaSsa,
+    /// ECDSA with a NIST P-256 AK.
+    EcDsa,
+}
+
+/// What `tpm_signing_alg` accepts, for error messages.
+pub const SIGNING_ALG_ACCEPTED: &str = "one of rsassa, ecdsa";
+
+impl SigningAlg {
+    /// The name Keylime uses on the wire (`sign_alg`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RsaSsa => "rsassa",
+            Self::EcDsa => "ecdsa",
+        }
+    }
+
+    /// The tss-esapi identifier.
+    pub fn to_tpm(self) -> SignatureSchemeAlgorithm {
+        match self {
+            Self::RsaSsa => SignatureSchemeAlgorithm::RsaSsa,
+            Self::EcDsa => SignatureSchemeAlgorithm::EcDsa,
+        }
+    }
+}
+
+impl FromStr for SigningAlg {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "rsassa" => Ok(Self::RsaSsa),
+            "ecdsa" => Ok(Self::EcDsa),
+            _ => Err(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keylime_spellings() {
+        assert_eq!("sha256".parse(), Ok(HashAlg::Sha256));
+        assert_eq!("SHA256".parse::<HashAlg>(), Err(()));
+        assert_eq!("rsa".parse(), Ok(EncryptionAlg::Rsa2048));
+        assert_eq!("ecc256".parse(), Ok(EncryptionAlg::EccP256));
+        assert_eq!("rsa3072".parse::<EncryptionAlg>(), Err(()));
+        assert_eq!("ecdsa".parse(), Ok(SigningAlg::EcDsa));
+        assert_eq!("rsapss".parse::<SigningAlg>(), Err(()));
+    }
+
+    #[test]
+    fn wire_names_follow_api_version_spelling() {
+        assert_eq!(EncryptionAlg::Rsa2048.legacy_name(), "rsa");
+        assert_eq!(EncryptionAlg::Rsa2048.sized_name(), "rsa2048");
+        assert_eq!(EncryptionAlg::EccP256.sized_name(), "ecc256");
+        assert_eq!(
+            EncryptionAlg::EccP256.ek_certificate_nv_index(),
+            0x01c0_000a
+        );
+    }
+}

@@ -1,0 +1,464 @@
+//! The agent configuration: upstream `agent.conf` keys, layered from
+//! built-in defaults, `/etc/keylime/agent.conf`, its `agent.conf.d/*.conf`
+//! drop-ins (lexical order) or the one file named by `KEYLIME_AGENT_CONFIG`,
+//! then `KEYLIME_AGENT_<KEY>` environment overrides (which, unlike upstream,
+//! also apply when `KEYLIME_AGENT_CONFIG` is set).
+//!
+//! Every value is parsed here, once, into a typed [`Config`]; later code never
+//! sees a raw string or the word "default". This is the only module that
+//! reads the process environment.
+
+mod keys;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::algorithms::{
+    EncryptionAlg, HashAlg, SigningAlg, ENCRYPTION_ALG_ACCEPTED, HASH_ALG_ACCEPTED,
+    SIGNING_ALG_ACCEPTED,
+};
+use crate::api_version::ApiVersion;
+use crate::identity::AgentIdSource;
+use crate::retry::RetryPolicy;
+pub use values::InvalidValue;
+pub use values::RunAs;
+
+/// The system-wide config file, as upstream.
+pub const SYSTEM_CONFIG_FILE: &str = "/etc/keylime/agent.conf";
+/// The drop-in directory read after [`SYSTEM_CONFIG_FILE`].
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/keylime/agent.conf.d";
+
+/// A config problem that stops the agent at start; its `Display` is the one
+/// line the operator sees.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A value that does not parse.
+    #[error("config: invalid {key} = {value:?}: expected {accepted}")]
+    Invalid {
+        /// The `[agent]` key.
+        key: String,
+        /// The value as given (redacted for secrets).
+        value: String,
+        /// What the key accepts.
+        accepted: String,
+    },
+    /// A file that could not be read or parsed.
+    #[error("config: cannot use {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the raw configuration comes from; [`ConfigSources::from_process`]
+/// builds it from the real environment, tests build it by hand.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// Files read in order, later ones overriding earlier ones.
+    pub files: Vec<PathBuf>,
+    /// Whether a missing file in `files` is an error (an explicitly named file).
+    pub files_required: bool,
+    /// `(key, value)` overrides applied last, as from `KEYLIME_AGENT_<KEY>`.
+    pub overrides: Vec<(String, String)>,
+    /// The `TCTI` environment variable, which beats the `tcti` key.
+    pub tcti_env: Option<String>,
+}
+
+impl ConfigSources {
+    /// The sources of a real agent process: `explicit` (the `--config`
+    /// option) or `KEYLIME_AGENT_CONFIG`, else the system file and drop-ins;
+    /// `KEYLIME_AGENT_*` overrides; `TCTI`.
+    pub fn from_process(explicit: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let named =
+            explicit.or_else(|| std::env::var_os("KEYLIME_AGENT_CONFIG").map(PathBuf::from));
+        let (files, files_required) = match named {
+            Some(file) => (vec![file], true),
+            None => (system_files()?, false),
+        };
+        let overrides = std::env::vars()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix("KEYLIME_AGENT_")?;
+                (key != "CONFIG").then(|| (key.to_ascii_lowercase(), value))
+            })
+            .collect();
+        Ok(Self {
+            files,
+            files_required,
+            overrides,
+            tcti_env: std::env::var("TCTI").ok().filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+fn system_files() -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = vec![PathBuf::from(SYSTEM_CONFIG_FILE)];
+    match std::fs::read_dir(SYSTEM_CONFIG_DIR) {
+        Ok(entries) => {
+            let mut dropins: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect();
+            dropins.sort();
+            files.extend(dropins);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: SYSTEM_CONFIG_DIR.into(),
+                reason: e.to_string(),
+            })
+        }
+    }
+    Ok(files)
+}
+
+/// The typed agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How the agent id is chosen (`uuid`).
+    pub agent_id: AgentIdSource,
+    /// Address the API server binds (`ip`).
+    pub ip: String,
+    /// Port the API server binds (`port`).
+    pub port: u16,
+    /// Address the verifier and tenant use to reach the agent (`contact_ip`).
+    pub contact_ip: String,
+    /// Port the verifier and tenant use (`contact_port`).
+    pub contact_port: u16,
+    /// Registrar host (`registrar_ip`).
+    pub registrar_ip: String,
+    /// Registrar plain-HTTP port (`registrar_port`).
+    pub registrar_port: u16,
+    /// The agent's state directory (`keylime_dir`).
+    pub keylime_dir: PathBuf,
+    /// mTLS on the API server (`enable_agent_mtls`).
+    pub enable_agent_mtls: bool,
+    /// mTLS private key file (`server_key`).
+    pub server_key: PathBuf,
+    /// Password of the mTLS private key file (`server_key_password`).
+    pub server_key_password: Zeroizing<String>,
+    /// mTLS certificate file (`server_cert`).
+    pub server_cert: PathBuf,
+    /// CA files trusted for client certificates (`trusted_client_ca`).
+    pub trusted_client_ca: Vec<PathBuf>,
+    /// AK signing hash and quoted PCR bank (`tpm_hash_alg`).
+    pub tpm_hash_alg: HashAlg,
+    /// EK template (`tpm_encryption_alg`).
+    pub tpm_encryption_alg: EncryptionAlg,
+    /// AK signing scheme (`tpm_signing_alg`).
+    pub tpm_signing_alg: SigningAlg,
+    /// A persistent EK handle, or `None` to create the EK (`ek_handle`).
+    pub ek_handle: Option<u32>,
+    /// Endorsement hierarchy authorization (`tpm_ownerpassword`).
+    pub tpm_ownerpassword: Zeroizing<Vec<u8>>,
+    /// Where the AK is persisted (`agent_data_path`).
+    pub agent_data_path: PathBuf,
+    /// The NK private key file (`payload_key`).
+    pub payload_key: PathBuf,
+    /// Password of the NK file (`payload_key_password`).
+    pub payload_key_password: Zeroizing<String>,
+    /// The identity to switch to after start (`run_as`).
+    pub run_as: Option<RunAs>,
+    /// API versions served, ascending (`api_versions`).
+    pub api_versions: Vec<ApiVersion>,
+    /// Registrar retry policy (`exponential_backoff_*`).
+    pub registrar_retry: RetryPolicy,
+    /// The TPM connection (`TCTI` environment variable or `tcti`).
+    pub tcti: String,
+}
+
+/// A loaded config and the warnings to log once logging is up.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// One line per warning (unknown keys, keys not used yet).
+    pub warnings: Vec<String>,
+}
+
+/// Keys whose values never appear in messages.
+const SECRET_KEYS: &[&str] = &[
+    "tpm_ownerpassword",
+    "server_key_password",
+    "payload_key_password",
+    "idevid_password",
+    "iak_password",
+];
+
+impl Config {
+    /// Reads, merges and parses every source. The first invalid value stops
+    /// loading with a one-line [`ConfigError`].
+    pub fn load(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
+        let mut raw = RawAgentSection::default();
+        for file in &sources.files {
+            raw.merge_file(file, sources.files_required)?;
+        }
+        for (key, value) in &sources.overrides {
+            raw.set(key, value.clone(), "environment");
+        }
+        let warnings = raw.warnings();
+        let config = Self::from_raw(&raw, sources.tcti_env.as_deref())?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn from_raw(raw: &RawAgentSection, tcti_env: Option<&str>) -> Result<Self, ConfigError> {
+        let keylime_dir = PathBuf::from(raw.get("keylime_dir").unwrap_or("/var/lib/keylime"));
+        if !keylime_dir.is_absolute() {
+            return Err(invalid(
+                "keylime_dir",
+                &keylime_dir.display().to_string(),
+                "an absolute path",
+            ));
+        }
+        let dir = keylime_dir.as_path();
+        let path = |key: &str, default: &str| {
+            values::path_or_default(raw.get(key).unwrap_or("default"), dir, default)
+        };
+        let port = raw.parse("port", "9002", values::port)?;
+        let ip = raw.parse("ip", "127.0.0.1", values::host)?;
+        let enable_agent_mtls = raw.parse("enable_agent_mtls", "true", values::boolean)?;
+        let trusted_client_ca = raw.trusted_client_ca(dir, enable_agent_mtls)?;
+        Ok(Self {
+            agent_id: raw.parse("uuid", "generate", AgentIdSource::parse)?,
+            contact_ip: raw.parse("contact_ip", "127.0.0.1", values::host)?,
+            contact_port: raw.parse("contact_port", &port.to_string(), values::port)?,
+            ip,
+            port,
+            registrar_ip: raw.parse("registrar_ip", "127.0.0.1", values::host)?,
+            registrar_port: raw.parse("registrar_port", "8890", values::port)?,
+            enable_agent_mtls,
+            server_key: path("server_key", "server-private.pem"),
+            server_key_password: Zeroizing::new(
+                raw.get("server_key_password").unwrap_or("").into(),
+            ),
+            server_cert: path("server_cert", "server-cert.crt"),
+            trusted_client_ca,
+            tpm_hash_alg: raw.parse("tpm_hash_alg", "sha256", |v| {
+                v.parse().map_err(|()| InvalidValue::new(HASH_ALG_ACCEPTED))
+            })?,
+            tpm_encryption_alg: raw.parse("tpm_encryption_alg", "rsa", |v| {
+                v.parse()
+                    .map_err(|()| InvalidValue::new(ENCRYPTION_ALG_ACCEPTED))
+            })?,
+            tpm_signing_alg: raw.parse("tpm_signing_alg", "rsassa", |v| {
+                v.parse()
+                    .map_err(|()| InvalidValue::new(SIGNING_ALG_ACCEPTED))
+            })?,
+            ek_handle: raw.parse("ek_handle", "generate", values::ek_handle)?,
+            tpm_ownerpassword: Zeroizing::new(raw.parse(
+                "tpm_ownerpassword",
+                "",
+                values::tpm_auth,
+            )?),
+            agent_data_path: path("agent_data_path", "agent_data.json"),
+            payload_key: path("payload_key", "payload-private.pem"),
+            payload_key_password: Zeroizing::new(
+                raw.get("payload_key_password").unwrap_or("").into(),
+            ),
+            run_as: raw.parse("run_as", "", values::run_as)?,
+            api_versions: raw.parse("api_versions", "default", api_versions)?,
+            registrar_retry: RetryPolicy {
+                max_retries: raw.parse(
+                    "exponential_backoff_max_retries",
+                    "forever",
+                    values::retry_count,
+                )?,
+                initial_delay: raw.parse(
+                    "exponential_backoff_initial_delay",
+                    "1000",
+                    values::millis,
+                )?,
+                max_delay: raw.parse("exponential_backoff_max_delay", "60000", values::millis)?,
+                jitter: raw.parse("exponential_backoff_jitter", "0.2", values::fraction)?,
+            },
+            tcti: tcti(tcti_env, raw.get("tcti")),
+            keylime_dir,
+        })
+    }
+}
+
+/// `default` (every supported version), `latest`, or a list of supported versions.
+fn api_versions(raw: &str) -> Result<Vec<ApiVersion>, InvalidValue> {
+    let accepted = || {
+        let all: Vec<String> = ApiVersion::SUPPORTED
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        InvalidValue::new(format!(
+            "\"default\", \"latest\", or a list drawn from {}",
+            all.join(", ")
+        ))
+    };
+    match raw.trim() {
+        "default" | "" => return Ok(ApiVersion::SUPPORTED.to_vec()),
+        "latest" => return Ok(ApiVersion::SUPPORTED[ApiVersion::SUPPORTED.len() - 1..].to_vec()),
+        _ => {}
+    }
+    let mut versions = values::list(raw)
+        .iter()
+        .map(|v| v.parse::<ApiVersion>().ok().filter(|v| v.is_supported()))
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(accepted)?;
+    versions.sort();
+    versions.dedup();
+    Ok(versions)
+}
+
+/// `TCTI` env, else the `tcti` key, else the kernel resource manager if
+/// present, else the raw device.
+fn tcti(env: Option<&str>, key: Option<&str>) -> String {
+    if let Some(t) = env.or(key).filter(|t| !t.is_empty() && *t != "default") {
+        return t.to_string();
+    }
+    if Path::new("/dev/tpmrm0").exists() {
+        "device:/dev/tpmrm0".into()
+    } else {
+        "device:/dev/tpm0".into()
+    }
+}
+
+fn invalid(key: &str, value: &str, accepted: &str) -> ConfigError {
+    let value = if SECRET_KEYS.contains(&key) {
+        "<redacted>"
+    } else {
+        value
+    };
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        accepted: accepted.into(),
+    }
+}
+
+/// The merged `[agent]` section as strings, remembering where each key came from.
+#[derive(Debug, Default)]
+struct RawAgentSection {
+    values: BTreeMap<String, (String, String)>,
+}
+
+impl RawAgentSection {
+    fn merge_file(&mut self, path: &Path, required: bool) -> Result<(), ConfigError> {
+        let file_error = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.exists() {
+            return if required {
+                Err(file_error("no such file".into()))
+            } else {
+                Ok(())
+            };
+        }
+        let parsed = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .build()
+            .map_err(|e| file_error(e.to_string()))?;
+        let section = match parsed.get_table("agent") {
+            Ok(table) => table,
+            Err(config::ConfigError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(file_error(e.to_string())),
+        };
+        for (key, value) in section {
+            self.set(&key, flatten(value), &path.display().to_string());
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: &str, value: String, origin: &str) {
+        self.values
+            .insert(key.to_string(), (value, origin.to_string()));
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// Parses `key` (or `default` when absent); an error names key and value.
+    fn parse<T>(
+        &self,
+        key: &str,
+        default: &str,
+        parser: impl Fn(&str) -> Result<T, InvalidValue>,
+    ) -> Result<T, ConfigError> {
+        let value = self.get(key).unwrap_or(default);
+        let value = if value == "default" { default } else { value };
+        parser(value).map_err(|InvalidValue(accepted)| invalid(key, value, &accepted))
+    }
+
+    fn trusted_client_ca(&self, dir: &Path, mtls: bool) -> Result<Vec<PathBuf>, ConfigError> {
+        let raw = self.get("trusted_client_ca").unwrap_or("default");
+        let names = match values::list(raw) {
+            names if names.is_empty() || names == ["default"] => {
+                vec!["cv_ca/cacert.crt".to_string()]
+            }
+            names => names,
+        };
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        if mtls {
+            for path in &paths {
+                check_ca_file(path).map_err(|why| {
+                    invalid(
+                        "trusted_client_ca",
+                        raw,
+                        &format!(
+                            "readable PEM CA certificate files ({}: {why})",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+        }
+        Ok(paths)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut not_used = Vec::new();
+        for (key, (value, origin)) in &self.values {
+            if keys::USED.contains(&key.as_str()) {
+                continue;
+            }
+            match keys::NOT_YET_USED.iter().find(|(k, _)| k == key) {
+                Some((_, default)) if value == default => {}
+                Some(_) => not_used.push(key.as_str()),
+                None => warnings.push(format!(
+                    "config: unknown key {key:?} (from {origin}) is ignored"
+                )),
+            }
+        }
+        if !not_used.is_empty() {
+            warnings.push(format!(
+                "config: these keys are accepted but not acted on by this agent version: {}",
+                not_used.join(", ")
+            ));
+        }
+        warnings
+    }
+}
+
+/// A TOML value as one string; arrays become a comma-separated list.
+fn flatten(value: config::Value) -> String {
+    match value.clone().into_array() {
+        Ok(items) => items.into_iter().map(flatten).collect::<Vec<_>>().join(","),
+        Err(_) => value.into_string().unwrap_or_default(),
+    }
+}
+
+/// A trusted CA file must exist and hold at least one PEM certificate.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    match openssl::x509::X509::stack_from_pem(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(()),
+        _ => Err("no PEM certificate in it".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

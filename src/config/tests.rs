@@ -1,0 +1,197 @@
+//! Config loading: layering, overrides, and the one-line errors.
+
+use super::*;
+use std::io::Write;
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("tempdir"))
+    }
+    fn file(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(body.as_bytes()).expect("write");
+        path
+    }
+    fn ca(&self) -> PathBuf {
+        let key = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .expect("group"),
+        )
+        .expect("key");
+        let pkey = openssl::pkey::PKey::from_ec_key(key).expect("pkey");
+        let mut b = openssl::x509::X509Builder::new().expect("builder");
+        b.set_pubkey(&pkey).expect("pubkey");
+        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+        name.append_entry_by_nid(openssl::nid::Nid::COMMONNAME, "test CA")
+            .expect("cn");
+        let name = name.build();
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        let now = openssl::asn1::Asn1Time::days_from_now(0).expect("now");
+        let later = openssl::asn1::Asn1Time::days_from_now(1).expect("later");
+        b.set_not_before(&now).expect("not before");
+        b.set_not_after(&later).expect("not after");
+        b.sign(&pkey, openssl::hash::MessageDigest::sha256())
+            .expect("sign");
+        let pem = b.build().to_pem().expect("pem");
+        self.file("ca.pem", std::str::from_utf8(&pem).expect("utf8"))
+    }
+}
+
+fn load(files: Vec<PathBuf>, overrides: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    Config::load(&ConfigSources {
+        files,
+        files_required: true,
+        overrides: overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tcti_env: None,
+    })
+}
+
+fn base(dir: &Dir) -> String {
+    format!(
+        "[agent]\nkeylime_dir = {:?}\ntrusted_client_ca = {:?}\n",
+        dir.0.path().display().to_string(),
+        dir.ca().display().to_string()
+    )
+}
+
+#[test]
+fn defaults_are_resolved() {
+    let dir = Dir::new();
+    let c = load(vec![dir.file("a.conf", &base(&dir))], &[])
+        .expect("load")
+        .config;
+    assert_eq!(c.port, 9002);
+    assert_eq!(c.contact_port, 9002);
+    assert_eq!(c.registrar_port, 8890);
+    assert_eq!(c.tpm_hash_alg, HashAlg::Sha256);
+    assert_eq!(c.agent_id, AgentIdSource::Generate);
+    assert_eq!(c.api_versions, ApiVersion::SUPPORTED.to_vec());
+    assert_eq!(c.server_key, dir.0.path().join("server-private.pem"));
+    assert_eq!(c.agent_data_path, dir.0.path().join("agent_data.json"));
+    assert_eq!(c.registrar_retry.max_retries, None);
+    assert_eq!(c.ek_handle, None);
+}
+
+#[test]
+fn later_files_and_environment_override_earlier_ones() {
+    let dir = Dir::new();
+    let first = dir.file(
+        "a.conf",
+        &format!("{}port = 1000\nregistrar_port = 2000\n", base(&dir)),
+    );
+    let second = dir.file("b.conf", "[agent]\nport = 1001\n");
+    let c = load(vec![first, second], &[("registrar_port", "2001")])
+        .expect("load")
+        .config;
+    assert_eq!(c.port, 1001);
+    assert_eq!(c.registrar_port, 2001);
+}
+
+#[test]
+fn tcti_precedence() {
+    assert_eq!(tcti(Some("swtpm:port=1"), Some("mssim:")), "swtpm:port=1");
+    assert_eq!(tcti(None, Some("mssim:")), "mssim:");
+    assert!(tcti(None, Some("default")).starts_with("device:/dev/tpm"));
+}
+
+#[test]
+fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
+    let cases = [
+        ("uuid", "not-a-uuid", "UUID"),
+        ("port", "http", "port from 1 to 65535"),
+        ("port", "70000", "port from 1 to 65535"),
+        ("tpm_hash_alg", "md5", "sha256"),
+        ("ek_handle", "0x01c00002", "0x81000000"),
+        (
+            "trusted_client_ca",
+            "/nonexistent/ca.crt",
+            "PEM CA certificate",
+        ),
+        ("api_versions", "2.0, 3.0", "2.6"),
+        ("exponential_backoff_max_retries", "-1", "forever"),
+        ("contact_ip", "bad host!", "host name"),
+    ];
+    for (key, value, accepted) in cases {
+        let dir = Dir::new();
+        let err = load(vec![dir.file("a.conf", &base(&dir))], &[(key, value)])
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {value} was accepted"));
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains(key) && line.contains(value) && line.contains(accepted),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn secret_values_are_not_echoed() {
+    let dir = Dir::new();
+    let err = load(
+        vec![dir.file("a.conf", &base(&dir))],
+        &[("tpm_ownerpassword", "hex:zz-secret")],
+    )
+    .err()
+    .expect("rejected");
+    assert!(!err.to_string().contains("zz-secret"), "{err}");
+}
+
+#[test]
+fn missing_named_file_is_an_error() {
+    let err = load(vec!["/nonexistent/agent.conf".into()], &[])
+        .err()
+        .expect("rejected");
+    assert!(err.to_string().contains("/nonexistent/agent.conf"));
+}
+
+#[test]
+fn unknown_and_unused_keys_warn_without_failing() {
+    let dir = Dir::new();
+    let body = format!(
+        "{}frobnicate = 1\nsecure_size = \"1m\"\nenable_iak_idevid = true\n",
+        base(&dir)
+    );
+    let loaded = load(vec![dir.file("a.conf", &body)], &[("bogus", "x")]).expect("load");
+    let all = loaded.warnings.join("\n");
+    assert!(all.contains("\"frobnicate\""), "{all}");
+    assert!(
+        all.contains("\"bogus\"") && all.contains("environment"),
+        "{all}"
+    );
+    assert!(all.contains("enable_iak_idevid"), "{all}");
+    assert!(
+        !all.contains("secure_size"),
+        "a default value must stay silent: {all}"
+    );
+}
+
+#[test]
+fn mtls_off_does_not_need_a_client_ca() {
+    let dir = Dir::new();
+    let body = format!(
+        "[agent]\nkeylime_dir = {:?}\nenable_agent_mtls = false\n",
+        dir.0.path().display().to_string()
+    );
+    let c = load(vec![dir.file("a.conf", &body)], &[])
+        .expect("load")
+        .config;
+    assert!(!c.enable_agent_mtls);
+}
+
+#[test]
+fn api_version_subsets() {
+    assert_eq!(api_versions("latest"), Ok(vec![ApiVersion::new(2, 6)]));
+    assert_eq!(
+        api_versions("2.6, 2.5,2.5"),
+        Ok(vec![ApiVersion::new(2, 5), ApiVersion::new(2, 6)])
+    );
+    assert!(api_versions("1.0").is_err());
+}

@@ -1,0 +1,265 @@
+//! Parsers for single config values. Each returns the typed value or an
+//! [`InvalidValue`] saying what is accepted; the caller adds key and value.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The "what is accepted" half of a config error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidValue(pub String);
+
+impl InvalidValue {
+    /// An error saying what is accepted.
+    pub fn new(accepted: impl Into<String>) -> Self {
+        Self(accepted.into())
+    }
+}
+
+type Parsed<T> = Result<T, InvalidValue>;
+
+/// `true`/`false`, also as the strings environment variables give.
+pub fn boolean(raw: &str) -> Parsed<bool> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(InvalidValue::new("true or false")),
+    }
+}
+
+/// A TCP port, 1–65535.
+pub fn port(raw: &str) -> Parsed<u16> {
+    raw.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| InvalidValue::new("an integer port from 1 to 65535"))
+}
+
+/// An IP address or a DNS host name (letters, digits, `-`, `.`).
+pub fn host(raw: &str) -> Parsed<String> {
+    let accepted = || InvalidValue::new("an IPv4 or IPv6 address or a DNS host name");
+    let raw = raw.trim();
+    let bare = raw.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        return Ok(bare.to_string());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let name = raw.strip_suffix('.').unwrap_or(raw);
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(name.to_string())
+    } else {
+        Err(accepted())
+    }
+}
+
+/// A non-negative integer number of milliseconds.
+pub fn millis(raw: &str) -> Parsed<Duration> {
+    raw.trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| InvalidValue::new("a non-negative integer number of milliseconds"))
+}
+
+/// A retry count, or `forever`.
+pub fn retry_count(raw: &str) -> Parsed<Option<u32>> {
+    if raw.trim() == "forever" {
+        return Ok(None);
+    }
+    raw.trim()
+        .parse::<u32>()
+        .map(Some)
+        .map_err(|_| InvalidValue::new("a non-negative integer or \"forever\""))
+}
+
+/// A fraction from 0.0 to 1.0.
+pub fn fraction(raw: &str) -> Parsed<f64> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| InvalidValue::new("a number from 0.0 to 1.0"))
+}
+
+/// A path; `default` or empty gives `default`, a relative path is taken
+/// relative to `base` (the Keylime directory), as upstream does.
+pub fn path_or_default(raw: &str, base: &Path, default: &str) -> PathBuf {
+    let raw = raw.trim();
+    let chosen = if raw.is_empty() || raw == "default" {
+        default
+    } else {
+        raw
+    };
+    base.join(chosen)
+}
+
+/// A persistent handle in the TPM's persistent range, or `generate`/empty.
+pub fn ek_handle(raw: &str) -> Parsed<Option<u32>> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw == "generate" {
+        return Ok(None);
+    }
+    let accepted =
+        || InvalidValue::new("\"generate\" or a persistent handle from 0x81000000 to 0x81ffffff");
+    let hex = raw
+        .strip_prefix("0x")
+        .or_else(|| raw.strip_prefix("0X"))
+        .unwrap_or(raw);
+    let handle = u32::from_str_radix(hex, 16).map_err(|_| accepted())?;
+    if (0x8100_0000..=0x81ff_ffff).contains(&handle) {
+        Ok(Some(handle))
+    } else {
+        Err(accepted())
+    }
+}
+
+/// A TPM authorization value: plain text, or `hex:` followed by hex digits.
+pub fn tpm_auth(raw: &str) -> Parsed<Vec<u8>> {
+    match raw.strip_prefix("hex:") {
+        Some(hex_digits) => hex::decode(hex_digits).map_err(|_| {
+            InvalidValue::new("plain text, or \"hex:\" followed by an even number of hex digits")
+        }),
+        None => Ok(raw.as_bytes().to_vec()),
+    }
+    .and_then(|v| {
+        if v.len() > 64 {
+            Err(InvalidValue::new("at most 64 bytes"))
+        } else {
+            Ok(v)
+        }
+    })
+}
+
+/// A list given as a TOML array, a comma-separated string, or a Python-style
+/// `"[a, b]"` string (as upstream templates write `revocation_actions`).
+pub fn list(raw: &str) -> Vec<String> {
+    let inner = raw
+        .trim()
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(raw);
+    inner
+        .split(',')
+        .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `user:group`, `user`, or empty for "do not change user".
+pub fn run_as(raw: &str) -> Parsed<Option<RunAs>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 32
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let (user, group) = match raw.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (raw, None),
+    };
+    if name_ok(user) && group.is_none_or(name_ok) {
+        Ok(Some(RunAs {
+            user: user.to_string(),
+            group: group.map(str::to_string),
+        }))
+    } else {
+        Err(InvalidValue::new("\"user:group\", \"user\", or empty"))
+    }
+}
+
+/// The unprivileged identity the agent switches to after start (`run_as`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// User name.
+    pub user: String,
+    /// Group name; the user's primary group when absent.
+    pub group: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(port("9002"), Ok(9002));
+        for bad in ["0", "65536", "-1", "http", "", "90.2"] {
+            assert!(port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host("127.0.0.1").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(host("[::1]").as_deref(), Ok("::1"));
+        assert_eq!(
+            host("node-1.example.org.").as_deref(),
+            Ok("node-1.example.org")
+        );
+        for bad in ["", "a b", "-x.org", "x..org", "300.1.1.1.1/8", "ho$t"] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ek_handles() {
+        assert_eq!(ek_handle("generate"), Ok(None));
+        assert_eq!(ek_handle(""), Ok(None));
+        assert_eq!(ek_handle("0x81010001"), Ok(Some(0x8101_0001)));
+        assert_eq!(ek_handle("81000000"), Ok(Some(0x8100_0000)));
+        for bad in ["0x01c00002", "0x82000000", "0xzz", "persistent", "0x"] {
+            assert!(ek_handle(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tpm_auth_values() {
+        assert_eq!(tpm_auth("secret"), Ok(b"secret".to_vec()));
+        assert_eq!(tpm_auth("hex:00ff"), Ok(vec![0, 255]));
+        assert_eq!(tpm_auth(""), Ok(vec![]));
+        assert!(tpm_auth("hex:0").is_err());
+        assert!(tpm_auth("hex:zz").is_err());
+    }
+
+    #[test]
+    fn lists_in_every_upstream_spelling() {
+        assert_eq!(list("[]"), Vec::<String>::new());
+        assert_eq!(list("a, b"), vec!["a", "b"]);
+        assert_eq!(list("['a.py', \"b\"]"), vec!["a.py", "b"]);
+    }
+
+    #[test]
+    fn run_as_forms() {
+        assert_eq!(run_as(""), Ok(None));
+        let both = run_as("keylime:tss").ok().flatten();
+        assert_eq!(
+            both.map(|r| (r.user, r.group)),
+            Some(("keylime".into(), Some("tss".into())))
+        );
+        assert!(run_as("a:b:c").is_err());
+        assert!(run_as(":tss").is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(retry_count("forever"), Ok(None));
+        assert_eq!(retry_count("3"), Ok(Some(3)));
+        assert!(retry_count("-1").is_err());
+        assert_eq!(millis("1500"), Ok(Duration::from_millis(1500)));
+        assert!(millis("1.5").is_err());
+        assert_eq!(fraction("0.25"), Ok(0.25));
+        assert!(fraction("1.5").is_err());
+        assert_eq!(boolean("True"), Ok(true));
+        assert!(boolean("maybe").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! The NK: an RSA-2048 key the tenant and verifier encrypt U and V to. Its
+//! public PEM is hashed into PCR 16 before every quote, and the verifier
+//! caches it for the whole enrolment, so it is persisted and its PEM must
+//! stay identical byte for byte across restarts.
+
+use std::path::Path;
+
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::symm::Cipher;
+
+use super::IdentityError;
+use crate::secure_fs;
+
+/// The NK.
+pub struct PayloadKey {
+    private: PKey<Private>,
+    public_pem: String,
+}
+
+impl std::fmt::Debug for PayloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadKey")
+            .field("public_pem", &self.public_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PayloadKey {
+    /// Loads the NK from `path`, or creates and persists a new one (0600,
+    /// encrypted when `password` is not empty).
+    pub fn load_or_create(path: &Path, password: &str) -> Result<Self, IdentityError> {
+        let private = if path.exists() {
+            let (pem, loosened) = secure_fs::read_private(path).map_err(io(path))?;
+            if loosened {
+                tracing::warn!(
+                    "{} was readable by others; its mode is now 0600",
+                    path.display()
+                );
+            }
+            let pem = zeroize::Zeroizing::new(pem);
+            if password.is_empty() {
+                PKey::private_key_from_pem(&pem)
+            } else {
+                PKey::private_key_from_pem_passphrase(&pem, password.as_bytes())
+            }
+            .map_err(IdentityError::crypto(format!(
+                "reading payload key {}",
+                path.display()
+            )))?
+        } else {
+            let key = Rsa::generate(2048)
+                .and_then(PKey::from_rsa)
+                .map_err(IdentityError::crypto("generating the payload key"))?;
+            let pem = if password.is_empty() {
+                key.private_key_to_pem_pkcs8()
+            } else {
+                key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), password.as_bytes())
+            }
+            .map_err(IdentityError::crypto("encoding the payload key"))?;
+            secure_fs::write_private(path, &zeroize::Zeroizing::new(pem)).map_err(io(path))?;
+            tracing::info!("created payload key (NK) {}", path.display());
+            key
+        };
+        if private.rsa().map(|r| r.size() * 8).ok() != Some(2048) {
+            return Err(IdentityError::AgentId(format!(
+                "payload key {} must be RSA 2048 (the peers encrypt U and V to it with RSA-OAEP)",
+                path.display()
+            )));
+        }
+        let public_pem = private
+            .public_key_to_pem()
+            .map_err(IdentityError::crypto("encoding the payload public key"))
+            .and_then(|pem| {
+                String::from_utf8(pem).map_err(|_| IdentityError::AgentId("non-UTF-8 PEM".into()))
+            })?;
+        Ok(Self {
+            private,
+            public_pem,
+        })
+    }
+
+    /// The public key as PEM SubjectPublicKeyInfo, exactly as served as
+    /// `pubkey` and hashed into PCR 16.
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// The private key, for RSA-OAEP decryption of U and V.
+    pub fn private_key(&self) -> &PKey<Private> {
+        &self.private
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        what: "payload key",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_then_reloaded_byte_identical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nk.pem");
+        let first = PayloadKey::load_or_create(&path, "").expect("create");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let second = PayloadKey::load_or_create(&path, "").expect("load");
+        assert_eq!(first.public_pem(), second.public_pem());
+        assert!(first.public_pem().ends_with("-----END PUBLIC KEY-----\n"));
+    }
+
+    #[test]
+    fn password_protected_key_needs_its_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nk.pem");
+        let first = PayloadKey::load_or_create(&path, "pw").expect("create");
+        assert!(std::fs::read_to_string(&path)
+            .expect("read")
+            .contains("ENCRYPTED"));
+        assert!(PayloadKey::load_or_create(&path, "wrong").is_err());
+        let again = PayloadKey::load_or_create(&path, "pw").expect("load");
+        assert_eq!(first.public_pem(), again.public_pem());
+    }
+}

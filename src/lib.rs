@@ -1,0 +1,25 @@
+//! keylime-agent: a Keylime-compatible TPM 2.0 remote-attestation agent.
+//!
+//! Architecture, top down. [`config`] turns `agent.conf` and
+//! `KEYLIME_AGENT_*` variables into one typed [`config::Config`].
+//! [`agent`] is the composition root: it starts the [`tpm`] owner thread
+//! (the only code that touches tss-esapi; EK, EK certificate and AK live
+//! there), resolves the [`identity`] (agent id, mTLS certificate, NK), and
+//! registers with the Keylime registrar through [`registrar`], whose
+//! retries follow [`retry`].
+//!
+//! Data flow of a registration: config → TPM owner creates/loads EK and
+//! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob
+//! → TPM2_ActivateCredential on the owner thread → HMAC `auth_tag` →
+//! `PUT /agents/{id}`.
+
+pub mod agent;
+pub mod algorithms;
+pub mod api_version;
+pub mod config;
+pub mod crypto;
+pub mod identity;
+pub mod registrar;
+pub mod retry;
+pub mod secure_fs;
+pub mod tpm;

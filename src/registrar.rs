@@ -1,0 +1,301 @@
+//! Registration with the Keylime registrar over plain HTTP: pick the API
+//! version, `POST /v{v}/agents/{id}` with the TPM identity, answer the
+//! challenge with TPM2_ActivateCredential, and `PUT /v{v}/agents/{id}` with
+//! the `auth_tag`. The whole sequence is retried on connection errors, 5xx
+//! and 429 as the [`RetryPolicy`] says; each attempt gets a fresh challenge.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::api_version::ApiVersion;
+use crate::crypto;
+use crate::retry::{self, RetryPolicy};
+use crate::tpm::{self, Tpm, TpmError};
+
+/// Per-request time limit; a registrar slower than this counts as down.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Registrar versions older registrars without `/version` all serve.
+const FALLBACK_VERSION: ApiVersion = ApiVersion::new(2, 1);
+/// The newest registrar API whose agent routes this client knows.
+const NEWEST_KNOWN: ApiVersion = ApiVersion::new(2, 6);
+
+/// What the agent registers.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The agent id.
+    pub agent_id: String,
+    /// The mTLS certificate PEM, or `None` when mTLS is off (`"disabled"`).
+    pub mtls_cert_pem: Option<String>,
+    /// Contact address for the verifier and tenant.
+    pub contact_ip: String,
+    /// Contact port.
+    pub contact_port: u16,
+}
+
+/// A registration failure.
+#[derive(Debug, Error)]
+pub enum RegistrarError {
+    /// The registrar could not be reached, or timed out.
+    #[error("registrar {url} unreachable: {source}")]
+    Unreachable {
+        /// The request URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registrar answered with an unexpected status.
+    #[error("registrar {op} answered HTTP {status}: {body}")]
+    Status {
+        /// What was asked.
+        op: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Start of the response body.
+        body: String,
+        /// `Retry-After` seconds, if given.
+        retry_after: Option<u64>,
+    },
+    /// 403: another TPM identity is registered under this id.
+    #[error(
+        "the registrar refused agent {agent_id}: it already holds a different TPM identity (EK/AK) for this id. \
+         If this machine's TPM or AK changed on purpose, delete the old record (keylime_tenant -c regdelete -u {agent_id}) \
+         or give this agent another uuid; otherwise another machine is using this id"
+    )]
+    IdentityConflict {
+        /// The agent id.
+        agent_id: String,
+    },
+    /// The registrar answered 200 with something unusable.
+    #[error("registrar {op}: {reason}")]
+    Protocol {
+        /// What was asked.
+        op: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The TPM could not answer the challenge.
+    #[error("activation: {0}")]
+    Tpm(#[from] TpmError),
+}
+
+impl RegistrarError {
+    /// Whether another attempt may succeed: connection errors, 5xx and 429.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Client for one registrar.
+#[derive(Debug, Clone)]
+pub struct RegistrarClient {
+    http: reqwest::Client,
+    base: String,
+    retry: RetryPolicy,
+}
+
+impl RegistrarClient {
+    /// A client for `http://ip:port`.
+    pub fn new(ip: &str, port: u16, retry: RetryPolicy) -> Result<Self, RegistrarError> {
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|source| RegistrarError::Unreachable {
+                url: host.clone(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base: format!("http://{host}:{port}"),
+            retry,
+        })
+    }
+
+    /// Registers and activates, retrying per policy. Returns the registrar
+    /// API version used.
+    pub async fn register(
+        &self,
+        reg: &Registration,
+        tpm: &Tpm,
+    ) -> Result<ApiVersion, RegistrarError> {
+        let mut retry_number = 0u32;
+        loop {
+            match self.attempt(reg, tpm).await {
+                Ok(version) => return Ok(version),
+                Err(e) if e.is_retryable() && self.retry.allows(retry_number + 1) => {
+                    retry_number += 1;
+                    let pause = match e.retry_after() {
+                        Some(secs) => self.retry.server_requested(secs),
+                        None => self.retry.delay(retry_number, retry::unit_random()),
+                    };
+                    tracing::warn!("{e}; retry {retry_number} in {:.1} s", pause.as_secs_f64());
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn attempt(&self, reg: &Registration, tpm: &Tpm) -> Result<ApiVersion, RegistrarError> {
+        let version = self.version().await?;
+        let blob = self.post_identity(version, reg, tpm).await?;
+        let challenge = tpm.activate_credential(blob).await?;
+        let key = zeroize::Zeroizing::new(B64.encode(challenge.as_slice()));
+        let auth_tag =
+            crypto::hmac_sha384_hex(key.as_bytes(), reg.agent_id.as_bytes()).map_err(|e| {
+                RegistrarError::Protocol {
+                    op: "activation",
+                    reason: e.to_string(),
+                }
+            })?;
+        let url = format!("{}/v{version}/agents/{}", self.base, reg.agent_id);
+        let request = self.http.put(&url).json(&json!({ "auth_tag": auth_tag }));
+        self.send("activation", &url, &reg.agent_id, request)
+            .await?;
+        tracing::info!(
+            "agent {} registered and activated (registrar API {version})",
+            reg.agent_id
+        );
+        Ok(version)
+    }
+
+    /// `GET /version`: the highest 2.x version both sides know.
+    async fn version(&self) -> Result<ApiVersion, RegistrarError> {
+        let url = format!("{}/version", self.base);
+        let body = match self.send("version", &url, "", self.http.get(&url)).await {
+            Ok(body) => body,
+            Err(RegistrarError::Status { status: 404, .. }) => return Ok(FALLBACK_VERSION),
+            Err(e) => return Err(e),
+        };
+        let fields = body
+            .get("results")
+            .filter(|r| r.is_object())
+            .unwrap_or(&body);
+        let mut offered: Vec<ApiVersion> = fields
+            .get("supported_versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(fields.get("current_version"))
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .filter(|v: &ApiVersion| v.major == 2 && *v <= NEWEST_KNOWN)
+            .collect();
+        offered.sort();
+        offered.pop().ok_or_else(|| RegistrarError::Protocol {
+            op: "version",
+            reason: format!("no 2.x API version in {body}"),
+        })
+    }
+
+    async fn post_identity(
+        &self,
+        version: ApiVersion,
+        reg: &Registration,
+        tpm: &Tpm,
+    ) -> Result<tpm::CredentialBlob, RegistrarError> {
+        let keys = tpm.keys();
+        let mut body = json!({
+            "ek_tpm": B64.encode(&keys.ek_public),
+            "aik_tpm": B64.encode(&keys.ak_public),
+            "mtls_cert": reg.mtls_cert_pem.as_deref().unwrap_or("disabled"),
+            "ip": reg.contact_ip,
+            "port": reg.contact_port,
+        });
+        if let Some(cert) = &keys.ek_cert_pem {
+            body["ekcert"] = Value::String(cert.clone());
+        }
+        let url = format!("{}/v{version}/agents/{}", self.base, reg.agent_id);
+        let response = self
+            .send(
+                "registration",
+                &url,
+                &reg.agent_id,
+                self.http.post(&url).json(&body),
+            )
+            .await?;
+        let blob = response
+            .pointer("/results/blob")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RegistrarError::Protocol {
+                op: "registration",
+                reason: "no results.blob in the answer".into(),
+            })?;
+        let bytes = B64.decode(blob).map_err(|e| RegistrarError::Protocol {
+            op: "registration",
+            reason: format!("blob is not base64: {e}"),
+        })?;
+        Ok(tpm::parse_credential_blob(&bytes)?)
+    }
+
+    async fn send(
+        &self,
+        op: &'static str,
+        url: &str,
+        agent_id: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, RegistrarError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| RegistrarError::Unreachable {
+                url: url.into(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        let text = response
+            .text()
+            .await
+            .map_err(|source| RegistrarError::Unreachable {
+                url: url.into(),
+                source,
+            })?;
+        match status {
+            200 => serde_json::from_str(&text)
+                .or_else(|_| {
+                    if text.is_empty() {
+                        Ok(Value::Null)
+                    } else {
+                        Err(())
+                    }
+                })
+                .map_err(|()| RegistrarError::Protocol {
+                    op,
+                    reason: "answer is not JSON".into(),
+                }),
+            403 if !agent_id.is_empty() => Err(RegistrarError::IdentityConflict {
+                agent_id: agent_id.into(),
+            }),
+            _ => Err(RegistrarError::Status {
+                op,
+                status,
+                body: text.chars().take(200).collect(),
+                retry_after,
+            }),
+        }
+    }
+}

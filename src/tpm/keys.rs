@@ -1,0 +1,228 @@
+//! EK, EK certificate and AK set-up, run once by the owner at start.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use tss_esapi::abstraction::{ak, ek, nv};
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::handles::{
+    KeyHandle, NvIndexTpmHandle, ObjectHandle, PersistentTpmHandle, TpmHandle,
+};
+use tss_esapi::interface_types::resource_handles::NvAuth;
+use tss_esapi::structures::{CapabilityData, Private, Public, PublicBuffer};
+use tss_esapi::traits::UnMarshall;
+use tss_esapi::Context;
+
+use super::{public, TpmConfig, TpmError};
+use crate::secure_fs;
+
+/// Where the EK came from, which decides how it is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EkOrigin {
+    /// Created from the default template: a transient object, flushed at stop.
+    Created,
+    /// A persistent handle: only the ESYS reference is closed at stop.
+    Persistent,
+}
+
+/// Creates the EK from the TCG default template, or references the
+/// configured persistent handle.
+pub(super) fn load_ek(
+    ctx: &mut Context,
+    config: &TpmConfig,
+) -> Result<(KeyHandle, EkOrigin), TpmError> {
+    match config.ek_handle {
+        None => {
+            let handle = ek::create_ek_object(ctx, config.encryption_alg.to_tpm(), None)
+                .map_err(TpmError::tss("creating the EK"))?;
+            Ok((handle, EkOrigin::Created))
+        }
+        Some(raw) => {
+            let persistent = PersistentTpmHandle::new(raw).map_err(TpmError::tss("ek_handle"))?;
+            let handle = ctx
+                .execute_without_session(|ctx| {
+                    ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent))
+                })
+                .map_err(TpmError::tss("opening the persistent EK"))?;
+            Ok((handle.into(), EkOrigin::Persistent))
+        }
+    }
+}
+
+/// Handles currently present in the TPM from `first` on, within the same range.
+pub(super) fn list_handles(ctx: &mut Context, first: u32) -> Result<Vec<u32>, TpmError> {
+    let range_end = (first & 0xff00_0000) | 0x00ff_ffff;
+    let mut found = Vec::new();
+    let mut next = first;
+    loop {
+        let (data, more) = ctx
+            .get_capability(CapabilityType::Handles, next, 64)
+            .map_err(TpmError::tss("GetCapability(handles)"))?;
+        let CapabilityData::Handles(list) = data else {
+            return Err(TpmError::Invalid(
+                "GetCapability(handles) answered with other data".into(),
+            ));
+        };
+        let batch: Vec<u32> = list
+            .into_inner()
+            .into_iter()
+            .map(u32::from)
+            .filter(|h| *h <= range_end)
+            .collect();
+        let last = batch.last().copied();
+        found.extend(batch);
+        match last {
+            Some(last) if more && last < range_end => next = last + 1,
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// Reads the EK certificate from NV and re-encodes it as one PEM
+/// certificate (some TPMs pad the NV area after the DER). `None` when the
+/// index is not defined; the index is looked up first so that a TPM
+/// without a certificate produces no TSS error output.
+pub(super) fn read_ek_certificate(
+    ctx: &mut Context,
+    index: u32,
+) -> Result<Option<String>, TpmError> {
+    if !list_handles(ctx, index)?.contains(&index) {
+        return Ok(None);
+    }
+    let nv_index = NvIndexTpmHandle::new(index).map_err(TpmError::tss("EK certificate index"))?;
+    let mut object: ObjectHandle = ctx
+        .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
+        .map_err(TpmError::tss("opening the EK certificate index"))?;
+    let read = ctx.execute_with_nullauth_session(|ctx| {
+        nv::read_full(ctx, NvAuth::NvIndex(object.into()), nv_index)
+    });
+    ctx.tr_close(&mut object)
+        .map_err(TpmError::tss("closing the EK certificate index"))?;
+    let der = read.map_err(TpmError::tss("reading the EK certificate"))?;
+    let cert = openssl::x509::X509::from_der(&der).map_err(|e| {
+        TpmError::Invalid(format!(
+            "NV index {index:#x} does not hold a DER certificate: {e}"
+        ))
+    })?;
+    let pem = cert
+        .to_pem()
+        .map_err(|e| TpmError::Invalid(format!("EK certificate PEM: {e}")))?;
+    String::from_utf8(pem)
+        .map(Some)
+        .map_err(|_| TpmError::Invalid("EK certificate PEM is not UTF-8".into()))
+}
+
+/// The AK as persisted in `agent_data_path`: the key blob wrapped by the
+/// EK, and what it was made for, so that a changed EK or algorithm is noticed.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredAk {
+    ek_tpm: String,
+    hash_alg: String,
+    sign_alg: String,
+    public: String,
+    private: String,
+}
+
+/// Loads the persisted AK if it was made under this EK with these
+/// algorithms; otherwise creates a new one and persists it.
+pub(super) fn load_or_create_ak(
+    ctx: &mut Context,
+    ek: KeyHandle,
+    ek_tpm: &[u8],
+    config: &TpmConfig,
+) -> Result<(KeyHandle, Public, bool), TpmError> {
+    let store = &config.ak_store;
+    let wanted = (
+        B64.encode(ek_tpm),
+        config.hash_alg.as_str(),
+        config.signing_alg.as_str(),
+    );
+    match read_store(store)? {
+        Some(stored) if (stored.ek_tpm.as_str(), stored.hash_alg.as_str(), stored.sign_alg.as_str()) == (wanted.0.as_str(), wanted.1, wanted.2) => {
+            let (public, private) = decode_stored(&stored, store)?;
+            match ak::load_ak(ctx, ek, None, private, public.clone()) {
+                Ok(handle) => return Ok((handle, public, true)),
+                Err(e) => tracing::warn!("the persisted AK in {} no longer loads ({e}); creating a new AK", store.display()),
+            }
+        }
+        Some(_) => tracing::warn!(
+            "the persisted AK in {} belongs to another EK or algorithm; creating a new AK (the registrar will refuse it for an already registered id)",
+            store.display()
+        ),
+        None => tracing::info!("no persisted AK yet; creating one"),
+    }
+    let created = ak::create_ak(
+        ctx,
+        ek,
+        config.hash_alg.to_tpm(),
+        config.signing_alg.to_tpm(),
+        None,
+        None,
+    )
+    .map_err(TpmError::tss("creating the AK"))?;
+    let stored = StoredAk {
+        ek_tpm: wanted.0,
+        hash_alg: wanted.1.into(),
+        sign_alg: wanted.2.into(),
+        public: B64.encode(public::tpm2b_public(&created.out_public)?),
+        private: B64.encode(created.out_private.value()),
+    };
+    let handle = ak::load_ak(
+        ctx,
+        ek,
+        None,
+        created.out_private,
+        created.out_public.clone(),
+    )
+    .map_err(TpmError::tss("loading the new AK"))?;
+    let json = serde_json::to_vec_pretty(&stored).map_err(|e| TpmError::AkStore {
+        path: store.clone(),
+        reason: e.to_string(),
+    })?;
+    if let Err(e) = secure_fs::write_private(store, &json) {
+        let _ = ctx.flush_context(handle.into());
+        return Err(TpmError::AkStore {
+            path: store.clone(),
+            reason: e.to_string(),
+        });
+    }
+    Ok((handle, created.out_public, false))
+}
+
+fn read_store(path: &Path) -> Result<Option<StoredAk>, TpmError> {
+    let bytes = match secure_fs::read_private(path) {
+        Ok((bytes, _)) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(TpmError::AkStore {
+                path: path.into(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(stored) => Ok(Some(stored)),
+        Err(e) => {
+            tracing::warn!("ignoring unreadable AK store {}: {e}", path.display());
+            Ok(None)
+        }
+    }
+}
+
+fn decode_stored(stored: &StoredAk, path: &Path) -> Result<(Public, Private), TpmError> {
+    let bad = |reason: String| TpmError::AkStore {
+        path: path.into(),
+        reason,
+    };
+    let public_bytes = B64.decode(&stored.public).map_err(|e| bad(e.to_string()))?;
+    let public = PublicBuffer::unmarshall(&public_bytes)
+        .and_then(Public::try_from)
+        .map_err(|e| bad(format!("public area: {e}")))?;
+    let private = B64
+        .decode(&stored.private)
+        .map_err(|e| bad(e.to_string()))
+        .and_then(|p| Private::try_from(p).map_err(|e| bad(format!("private area: {e}"))))?;
+    Ok((public, private))
+}

@@ -1,0 +1,189 @@
+//! The only code that touches tss-esapi. One thread (the owner) holds the
+//! TPM context and the EK and AK handles for the agent's lifetime; the rest
+//! of the agent talks to it through [`Tpm`], a cheap `Clone` handle whose
+//! async methods are whole TPM transactions. Jobs queue in FIFO order, so
+//! concurrent callers are served fairly, and no TPM call ever blocks an
+//! async worker. Every transient object and session a transaction creates
+//! is flushed before the transaction returns, on success and on error.
+
+mod credential;
+mod keys;
+mod owner;
+mod public;
+
+pub use credential::{parse_credential_blob, CredentialBlob};
+pub use public::{public_key_pem, tpm2b_public};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::algorithms::{EncryptionAlg, HashAlg, SigningAlg};
+use owner::Owner;
+
+/// What the owner needs to open the TPM and set up the keys.
+#[derive(Debug, Clone)]
+pub struct TpmConfig {
+    /// TCTI string, e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
+    pub tcti: String,
+    /// AK signing hash.
+    pub hash_alg: HashAlg,
+    /// EK template.
+    pub encryption_alg: EncryptionAlg,
+    /// AK scheme.
+    pub signing_alg: SigningAlg,
+    /// Persistent EK handle, or `None` to create the EK.
+    pub ek_handle: Option<u32>,
+    /// Endorsement hierarchy authorization.
+    pub owner_auth: Zeroizing<Vec<u8>>,
+    /// File that persists the AK between starts.
+    pub ak_store: PathBuf,
+}
+
+/// The public identity of the TPM, fixed for the owner's lifetime.
+#[derive(Debug, Clone)]
+pub struct TpmKeys {
+    /// EK as TPM2B_PUBLIC (`ek_tpm`).
+    pub ek_public: Vec<u8>,
+    /// EK public key as PEM SubjectPublicKeyInfo (`hash_ek`).
+    pub ek_public_pem: String,
+    /// EK certificate as PEM, the certificate alone (`ekcert`).
+    pub ek_cert_pem: Option<String>,
+    /// AK as TPM2B_PUBLIC (`aik_tpm`).
+    pub ak_public: Vec<u8>,
+    /// Whether the AK was reloaded from `agent_data_path` rather than created.
+    pub ak_reused: bool,
+}
+
+/// A TPM failure. All are worth a 500 to a peer: none is the peer's fault.
+#[derive(Debug, Error)]
+pub enum TpmError {
+    /// A TSS or TPM error, with the operation it happened in.
+    #[error("TPM {op} failed: {source}")]
+    Tss {
+        /// The operation.
+        op: &'static str,
+        /// The TSS error (carries the TPM response code).
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// Input the TPM operation cannot use (e.g. a malformed credential blob).
+    #[error("{0}")]
+    Invalid(String),
+    /// The AK store could not be read or written.
+    #[error("AK store {path}: {reason}")]
+    AkStore {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The owner thread has stopped.
+    #[error("the TPM owner thread has stopped")]
+    Stopped,
+}
+
+impl TpmError {
+    /// Maps a TSS error in operation `op`; the one place TSS errors are named.
+    pub(crate) fn tss(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> Self {
+        move |source| Self::Tss { op, source }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Owner) + Send>;
+
+/// Queue depth before callers wait; a bound keeps a flood of requests from
+/// growing memory while the TPM works through them in order.
+const QUEUE_DEPTH: usize = 256;
+
+/// Handle to the TPM owner thread.
+#[derive(Clone)]
+pub struct Tpm {
+    jobs: mpsc::Sender<Job>,
+    keys: Arc<TpmKeys>,
+}
+
+impl std::fmt::Debug for Tpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tpm").finish_non_exhaustive()
+    }
+}
+
+impl Tpm {
+    /// Starts the owner thread: opens the TPM, creates or loads the EK,
+    /// reads its certificate, and loads or creates the AK.
+    pub async fn start(config: TpmConfig) -> Result<Self, TpmError> {
+        let (jobs, queue) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let (ready, started) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("tpm-owner".into())
+            .spawn(move || match Owner::open(&config) {
+                Ok(owner) => {
+                    let keys = owner.keys().clone();
+                    if ready.send(Ok(keys)).is_ok() {
+                        owner.serve(queue);
+                    } else {
+                        owner.close();
+                    }
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| TpmError::Invalid(format!("cannot start the TPM owner thread: {e}")))?;
+        let keys = started.await.map_err(|_| TpmError::Stopped)??;
+        Ok(Self {
+            jobs,
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// The TPM's public identity.
+    pub fn keys(&self) -> &TpmKeys {
+        &self.keys
+    }
+
+    /// TPM2_ActivateCredential of a registrar challenge blob with the AK and
+    /// EK; returns the decrypted challenge.
+    pub async fn activate_credential(
+        &self,
+        blob: CredentialBlob,
+    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        self.run(move |owner| owner.activate_credential(blob)).await
+    }
+
+    /// The transient object handles the TPM holds right now (a diagnostic:
+    /// it should list exactly the EK, if created, and the AK).
+    pub async fn transient_handles(&self) -> Result<Vec<u32>, TpmError> {
+        self.run(Owner::transient_handles).await
+    }
+
+    /// Flushes the EK and AK and stops the owner thread once every job
+    /// queued before this call has run. Later calls on any clone fail with
+    /// [`TpmError::Stopped`].
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel::<()>();
+        let job: Job = Box::new(move |owner: &mut Owner| {
+            owner.stop();
+            let _ = done.send(());
+        });
+        if self.jobs.send(job).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        transaction: impl FnOnce(&mut Owner) -> Result<T, TpmError> + Send + 'static,
+    ) -> Result<T, TpmError> {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |owner: &mut Owner| {
+            let _ = reply.send(transaction(owner));
+        });
+        self.jobs.send(job).await.map_err(|_| TpmError::Stopped)?;
+        result.await.map_err(|_| TpmError::Stopped)?
+    }
+}

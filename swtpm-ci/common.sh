@@ -1,0 +1,39 @@
+# Shared settings for the swtpm-ci scripts. Sourced, never run.
+#
+# Everything the tests and the demo need lives under one cache directory
+# outside the clone, so a second run reuses it and a fresh machine builds it.
+
+KEYLIME_VERSION=7.14.3
+CI_HOME=${KEYLIME_AGENT_CI_HOME:-/var/tmp/keylime-agent-ci}
+VENV=$CI_HOME/venv
+TEMPLATES=$CI_HOME/keylime-src/keylime-$KEYLIME_VERSION/templates
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/keylime-agent-target}
+
+# Pinned peer dependencies (the keylime wheel declares none).
+PEER_REQUIREMENTS=(
+    "keylime==$KEYLIME_VERSION"
+    cryptography==50.0.2 tornado==6.6.1 pyzmq==27.3.0 pyyaml==6.0.3
+    requests==2.34.2 sqlalchemy==2.1.9 alembic==1.20.1 packaging==26.3
+    psutil==7.2.2 lark==1.3.1 pyasn1==0.6.5 pyasn1-modules==0.4.2
+    jinja2==3.1.6 jsonschema==4.26.0
+)
+
+APT_PACKAGES=(
+    swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0
+    python3-venv python3-gpg libssl-dev pkg-config clang libclang-dev
+    openssl procps
+)
+
+log() { printf '[swtpm-ci] %s\n' "$*" >&2; }
+die() { printf '[swtpm-ci] error: %s\n' "$*" >&2; exit 1; }
+
+# free_port: print a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+    python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
