@@ -27,6 +27,24 @@ APT_PACKAGES=(
 log() { printf '[swtpm-ci] %s\n' "$*" >&2; }
 die() { printf '[swtpm-ci] error: %s\n' "$*" >&2; exit 1; }
 
+# free_port_pair: print a port P such that P and P+1 are both free on
+# 127.0.0.1 (swtpm's TCTI expects its control channel on P+1).
+free_port_pair() {
+    python3 - <<'PY'
+import socket
+for _ in range(200):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        a.close(); b.close(); continue
+    a.close(); b.close(); print(p); break
+else:
+    raise SystemExit("no free port pair")
+PY
+}
+
 # free_port: print a TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {
     python3 - <<'PY'

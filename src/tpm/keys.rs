@@ -92,14 +92,14 @@ pub(super) fn read_ek_certificate(
         return Ok(None);
     }
     let nv_index = NvIndexTpmHandle::new(index).map_err(TpmError::tss("EK certificate index"))?;
-    let mut object: ObjectHandle = ctx
+    // The ESYS reference is released by `read_full` itself (ESYS keeps one
+    // reference per NV index), so it is not closed again here.
+    let object: ObjectHandle = ctx
         .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
         .map_err(TpmError::tss("opening the EK certificate index"))?;
     let read = ctx.execute_with_nullauth_session(|ctx| {
         nv::read_full(ctx, NvAuth::NvIndex(object.into()), nv_index)
     });
-    ctx.tr_close(&mut object)
-        .map_err(TpmError::tss("closing the EK certificate index"))?;
     let der = read.map_err(TpmError::tss("reading the EK certificate"))?;
     let cert = openssl::x509::X509::from_der(&der).map_err(|e| {
         TpmError::Invalid(format!(
