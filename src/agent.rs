@@ -136,6 +136,13 @@ impl AgentCore {
 /// Registration retries are abandoned when `shutdown` fires.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let core = AgentCore::prepare(&config).await?;
+    if let Some(run_as) = &config.run_as {
+        tracing::warn!(
+            "run_as = {}{}: this version does not drop privileges yet; the agent keeps running as the user that started it",
+            run_as.user,
+            run_as.group.as_deref().map(|g| format!(":{g}")).unwrap_or_default()
+        );
+    }
     let keys = core.tpm.keys();
     tracing::info!(
         "agent {} ready: EK {} certificate, AK {}",

@@ -275,18 +275,11 @@ impl RegistrarClient {
                 source,
             })?;
         match status {
-            200 => serde_json::from_str(&text)
-                .or_else(|_| {
-                    if text.is_empty() {
-                        Ok(Value::Null)
-                    } else {
-                        Err(())
-                    }
-                })
-                .map_err(|()| RegistrarError::Protocol {
-                    op,
-                    reason: "answer is not JSON".into(),
-                }),
+            200 if text.trim().is_empty() => Ok(Value::Null),
+            200 => serde_json::from_str(&text).map_err(|_| RegistrarError::Protocol {
+                op,
+                reason: "answer is not JSON".into(),
+            }),
             403 if !agent_id.is_empty() => Err(RegistrarError::IdentityConflict {
                 agent_id: agent_id.into(),
             }),

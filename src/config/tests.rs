@@ -139,16 +139,13 @@ fn secret_values_are_not_echoed() {
         vec![dir.file("a.conf", &base(&dir))],
         &[("tpm_ownerpassword", "hex:zz-secret")],
     )
-    .err()
-    .expect("rejected");
+    .expect_err("rejected");
     assert!(!err.to_string().contains("zz-secret"), "{err}");
 }
 
 #[test]
 fn missing_named_file_is_an_error() {
-    let err = load(vec!["/nonexistent/agent.conf".into()], &[])
-        .err()
-        .expect("rejected");
+    let err = load(vec!["/nonexistent/agent.conf".into()], &[]).expect_err("rejected");
     assert!(err.to_string().contains("/nonexistent/agent.conf"));
 }
 
@@ -194,4 +191,17 @@ fn api_version_subsets() {
         Ok(vec![ApiVersion::new(2, 5), ApiVersion::new(2, 6)])
     );
     assert!(api_versions("1.0").is_err());
+}
+
+#[test]
+fn documented_config_file_equals_built_in_defaults() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keylime-agent.conf");
+    let mtls_off = [("enable_agent_mtls", "false")];
+    let from_file = load(vec![shipped], &mtls_off).expect("shipped config loads");
+    assert!(from_file.warnings.is_empty(), "{:?}", from_file.warnings);
+    let built_in = load(vec![], &mtls_off).expect("defaults");
+    assert_eq!(
+        format!("{:?}", from_file.config),
+        format!("{:?}", built_in.config)
+    );
 }

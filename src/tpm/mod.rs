@@ -166,10 +166,7 @@ impl Tpm {
     /// [`TpmError::Stopped`].
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel::<()>();
-        let job: Job = Box::new(move |owner: &mut Owner| {
-            owner.stop();
-            let _ = done.send(());
-        });
+        let job: Job = Box::new(move |owner: &mut Owner| owner.stop(done));
         if self.jobs.send(job).await.is_ok() {
             let _ = finished.await;
         }

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
 use tss_esapi::structures::Auth;
 use tss_esapi::tcti_ldr::TctiNameConf;
@@ -22,7 +22,8 @@ pub(crate) struct Owner {
     ek_origin: EkOrigin,
     ak: KeyHandle,
     keys: TpmKeys,
-    stopped: bool,
+    /// Set by a stop job: acknowledged once EK and AK are flushed.
+    stop_ack: Option<oneshot::Sender<()>>,
 }
 
 impl Owner {
@@ -46,7 +47,7 @@ impl Owner {
                 ek_origin,
                 ak,
                 keys,
-                stopped: false,
+                stop_ack: None,
             }),
             Err(e) => {
                 release_ek(&mut ctx, ek, ek_origin);
@@ -100,17 +101,22 @@ impl Owner {
     pub(super) fn serve(mut self, mut queue: mpsc::Receiver<Job>) {
         while let Some(job) = queue.blocking_recv() {
             job(&mut self);
-            if self.stopped {
+            if self.stop_ack.is_some() {
                 break;
             }
         }
         queue.close();
+        let ack = self.stop_ack.take();
         self.close();
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
     }
 
-    /// Marks the owner to stop after the current job.
-    pub(super) fn stop(&mut self) {
-        self.stopped = true;
+    /// Stops the owner after the current job; `ack` fires once the EK and
+    /// AK are flushed, so a process may exit right after it.
+    pub(super) fn stop(&mut self, ack: oneshot::Sender<()>) {
+        self.stop_ack = Some(ack);
     }
 
     /// Flushes the AK and (if created) the EK.

@@ -1,0 +1,396 @@
+//! Test fixtures: a fresh swtpm per test on free ports (killed on drop),
+//! the real Keylime peers started by `swtpm-ci/peers`, and the agent binary
+//! run as a child process with its own config. A missing prerequisite
+//! skips with a printed reason, and fails the test under `CI=true`.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::structures::CapabilityData;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_keylime_agent");
+
+/// Skips (returns `None`) with a printed reason, or panics under `CI=true`.
+pub fn skip<T>(reason: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("prerequisite missing under CI=true: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(REPO).join("swtpm-ci").join(name)
+}
+
+/// The provisioned swtpm template (provisioned once per test binary).
+fn template() -> Result<PathBuf, String> {
+    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            if Command::new("swtpm").arg("--version").output().is_err() {
+                return Err("swtpm is not installed (run swtpm-ci/install)".into());
+            }
+            let out = Command::new(script("provision-swtpm"))
+                .output()
+                .map_err(|e| format!("provision-swtpm: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "provision-swtpm failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+        .clone()
+}
+
+/// The swtpm local CA certificates (root then issuer), PEM.
+pub fn ek_ca_chain() -> PathBuf {
+    template().expect("template").join("ek-ca-chain.pem")
+}
+
+/// A port P with P and P+1 free (the swtpm TCTI puts control on P+1).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = a.local_addr().expect("addr").port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+/// A free TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A swtpm process with a private copy of the template state.
+pub struct Swtpm {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Swtpm {
+    pub fn start() -> Option<Self> {
+        let template = match template() {
+            Ok(t) => t,
+            Err(reason) => return skip(&reason),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("state dir");
+        std::fs::copy(
+            template.join("state/tpm2-00.permall"),
+            state.join("tpm2-00.permall"),
+        )
+        .expect("copy state");
+        for _ in 0..5 {
+            let port = free_port_pair();
+            let mut child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--tpmstate"])
+                .arg(format!("dir={}", state.display()))
+                .args([
+                    "--server",
+                    &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+                ])
+                .args([
+                    "--ctrl",
+                    &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+                ])
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn swtpm");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break; // lost the port race; try another pair
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Self { child, dir, port });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("swtpm did not start");
+    }
+
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    pub fn ctrl_port(&self) -> u16 {
+        self.port + 1
+    }
+
+    /// Transient object handles in the TPM, seen through a fresh context
+    /// (only while no agent holds the swtpm connection).
+    pub fn transient_handles(&self) -> Vec<u32> {
+        let tcti = self.tcti().parse().expect("tcti");
+        let mut ctx = tss_esapi::Context::new(tcti).expect("context");
+        let (data, _) = ctx
+            .get_capability(CapabilityType::Handles, 0x8000_0000, 64)
+            .expect("getcap");
+        match data {
+            CapabilityData::Handles(list) => list.into_inner().into_iter().map(u32::from).collect(),
+            _ => panic!("unexpected capability data"),
+        }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real Keylime verifier and registrar, in a private directory.
+pub struct Peers {
+    pub dir: tempfile::TempDir,
+    pub verifier_port: u16,
+    pub registrar_port: u16,
+    pub registrar_tls_port: u16,
+}
+
+impl Peers {
+    /// Sets up and starts `which` (`all`, `verifier`).
+    pub fn start(which: &str) -> Option<Self> {
+        template().err().map(|reason| skip::<()>(&reason));
+        template().ok()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let setup = Command::new(script("peers"))
+            .arg("setup")
+            .arg(dir.path())
+            .output()
+            .expect("peers");
+        if !setup.status.success() {
+            return skip(&format!(
+                "swtpm-ci/peers setup failed: {}",
+                String::from_utf8_lossy(&setup.stderr)
+            ));
+        }
+        let env = std::fs::read_to_string(dir.path().join("peers.env")).expect("peers.env");
+        let var = |name: &str| -> u16 {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .expect("port in peers.env")
+        };
+        let peers = Self {
+            verifier_port: var("VERIFIER_PORT"),
+            registrar_port: var("REGISTRAR_PORT"),
+            registrar_tls_port: var("REGISTRAR_TLS_PORT"),
+            dir,
+        };
+        peers.service("start", which);
+        Some(peers)
+    }
+
+    pub fn service(&self, action: &str, which: &str) {
+        let out = Command::new(script("peers"))
+            .args([action])
+            .arg(self.dir.path())
+            .arg(which)
+            .output()
+            .expect("peers");
+        assert!(
+            out.status.success(),
+            "peers {action} {which}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn cv_ca(&self) -> PathBuf {
+        self.dir.path().join("keylime/cv_ca")
+    }
+
+    /// `GET` on the registrar's TLS port with the tenant's client certificate.
+    pub fn registrar_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let ca = self.cv_ca();
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--max-time", "20", "--cacert"])
+            .arg(ca.join("cacert.crt"))
+            .arg("--cert")
+            .arg(ca.join("client-cert.crt"))
+            .arg("--key")
+            .arg(ca.join("client-private.pem"))
+            .arg(format!(
+                "https://127.0.0.1:{}{path}",
+                self.registrar_tls_port
+            ))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        let _ = Command::new(script("peers"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .arg("all")
+            .output();
+    }
+}
+
+/// An agent config file in `dir` with `[agent]` `lines`.
+pub fn write_config(dir: &Path, lines: &[String]) -> PathBuf {
+    let path = dir.join("agent.conf");
+    std::fs::write(&path, format!("[agent]\n{}\n", lines.join("\n"))).expect("write config");
+    path
+}
+
+/// The usual test config: state in `dir`, the peers' CA, free API port.
+pub fn agent_lines(dir: &Path, uuid: &str, peers: Option<&Peers>) -> Vec<String> {
+    let mut lines = vec![
+        format!("uuid = {uuid:?}"),
+        format!("keylime_dir = {:?}", dir.display().to_string()),
+        format!("port = {}", free_port()),
+        "exponential_backoff_initial_delay = 200".into(),
+        "exponential_backoff_max_delay = 1000".into(),
+    ];
+    match peers {
+        Some(p) => {
+            lines.push(format!("registrar_port = {}", p.registrar_port));
+            lines.push(format!(
+                "trusted_client_ca = {:?}",
+                p.cv_ca().join("cacert.crt").display().to_string()
+            ));
+        }
+        None => lines.push("enable_agent_mtls = false".into()),
+    }
+    lines
+}
+
+/// The agent binary running as a child, its output in a log file.
+pub struct Agent {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn spawn(config: &Path, tcti: &str, extra_env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension(format!("log{}", free_port()));
+        let file = std::fs::File::create(&log).expect("log");
+        let mut cmd = Command::new(AGENT_BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KEYLIME") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("KEYLIME_AGENT_CONFIG", config)
+            .env("TCTI", tcti)
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file);
+        Self {
+            child: cmd.spawn().expect("spawn agent"),
+            log,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `secs`.
+    pub fn wait_for(&mut self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "agent exited ({status}) before {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no {needle:?} within {secs} s:\n{}", self.output());
+    }
+
+    /// SIGTERM, then waits for a clean exit (so the TPM objects are flushed).
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.output()
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the agent to exit by itself; returns its status code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// Reads lines of a text file lazily (used to find single-line errors).
+pub fn lines_of(text: &str) -> Vec<String> {
+    BufReader::new(text.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .collect()
+}

@@ -1,0 +1,182 @@
+//! End to end with the real Keylime 7.14.3 registrar: registration and
+//! activation, what the registrar then serves, re-registration after a
+//! restart, retries while the registrar is down, the 403 for a changed
+//! AK, and no transient handle left after 100 register/activate cycles.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::{agent_lines, write_config, Agent, Peers, Swtpm};
+use keylime_agent::agent::AgentCore;
+use keylime_agent::config::{Config, ConfigSources};
+
+const ID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+
+#[test]
+fn registers_and_activates_then_reregisters_with_the_same_identity() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
+
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+    let (status, body) = peers.registrar_get(&format!("/v2.6/agents/{ID}"));
+    assert_eq!(status, 200, "{body}");
+    let results = &body["results"];
+    for field in ["aik_tpm", "ek_tpm", "ekcert", "mtls_cert"] {
+        assert!(
+            results[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field} missing: {body}"
+        );
+    }
+    let served_cert = std::fs::read_to_string(dir.path().join("server-cert.crt")).expect("cert");
+    assert_eq!(
+        results["mtls_cert"].as_str().map(str::trim),
+        Some(served_cert.trim())
+    );
+    let first_ak = results["aik_tpm"].clone();
+
+    // The EK certificate the registrar returns chains to the swtpm local CA.
+    let der = B64
+        .decode(results["ekcert"].as_str().expect("ekcert"))
+        .expect("base64 DER");
+    let pem = openssl::x509::X509::from_der(&der)
+        .expect("DER")
+        .to_pem()
+        .expect("pem");
+    let ek_pem = dir.path().join("ek.pem");
+    std::fs::write(&ek_pem, pem).expect("write");
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(common::ek_ca_chain())
+        .arg(&ek_pem)
+        .output()
+        .expect("openssl");
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    agent.stop();
+    assert_eq!(
+        tpm.transient_handles(),
+        Vec::<u32>::new(),
+        "a stopped agent leaves no object"
+    );
+
+    let mut again = Agent::spawn(&config, &tpm.tcti(), &[]);
+    again.wait_for("registered and activated", 30);
+    let (status, body) = peers.registrar_get(&format!("/v2.6/agents/{ID}"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["results"]["aik_tpm"], first_ak,
+        "same AK after restart"
+    );
+    assert_eq!(body["results"]["regcount"], 2, "{body}");
+    let log = again.stop();
+    assert!(log.contains("AK reloaded"), "{log}");
+}
+
+#[test]
+fn a_new_ak_for_a_registered_id_gets_one_clear_line() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+    agent.stop();
+    std::fs::remove_file(dir.path().join("agent_data.json")).expect("forget the AK");
+    let mut changed = Agent::spawn(&config, &tpm.tcti(), &[]);
+    assert_eq!(changed.wait_exit(30), Some(1), "{}", changed.output());
+    let log = changed.output();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused agent"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(ID) && line.contains("different TPM identity") && line.contains("regdelete"),
+        "{line}"
+    );
+    assert_eq!(
+        tpm.transient_handles(),
+        Vec::<u32>::new(),
+        "the failure path flushed everything"
+    );
+}
+
+#[test]
+fn registrar_down_at_start_is_retried_until_it_comes_up() {
+    let Some(peers) = Peers::start("verifier") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Retry interval capped at 1 s (agent_lines): registration must follow
+    // the registrar within about one interval.
+    let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("retry 3 in", 30);
+    peers.service("start", "registrar");
+    let up = Instant::now();
+    agent.wait_for("registered and activated", 30);
+    let waited = up.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000 + 1500),
+        "registered {waited:?} after the registrar came up"
+    );
+    assert_eq!(peers.registrar_get(&format!("/v2.6/agents/{ID}")).0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_register_activate_cycles_leave_no_transient_handles() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
+    let config = Config::load(&ConfigSources {
+        files: vec![file],
+        files_required: true,
+        overrides: vec![],
+        tcti_env: Some(tpm.tcti()),
+    })
+    .expect("config")
+    .config;
+    let core = AgentCore::prepare(&config).await.expect("prepare");
+    let baseline = core.tpm.transient_handles().await.expect("handles");
+    assert_eq!(baseline.len(), 2, "EK and AK only");
+    let started = Instant::now();
+    for cycle in 0..100 {
+        core.register()
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+    }
+    eprintln!("100 register/activate cycles in {:?}", started.elapsed());
+    assert_eq!(
+        core.tpm.transient_handles().await.expect("handles"),
+        baseline,
+        "no growth after 100 cycles"
+    );
+    let (_, body) = peers.registrar_get(&format!("/v2.6/agents/{ID}"));
+    assert_eq!(body["results"]["regcount"], 100);
+    core.tpm.shutdown().await;
+    assert_eq!(
+        tpm.transient_handles(),
+        Vec::<u32>::new(),
+        "zero transient handles once stopped"
+    );
+}

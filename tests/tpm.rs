@@ -1,0 +1,152 @@
+//! The TPM owner against a fresh swtpm: EK (RSA and ECC) with its
+//! certificate, AK and NK persisted and reused across restarts, and no
+//! transient handle left behind on success or failure paths.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{write_config, Swtpm};
+use keylime_agent::agent::AgentCore;
+use keylime_agent::config::{Config, ConfigSources};
+use keylime_agent::tpm::CredentialBlob;
+
+fn config(dir: &Path, tpm: &Swtpm, uuid: &str, extra: &[&str]) -> Config {
+    let mut lines = common::agent_lines(dir, uuid, None);
+    lines.extend(extra.iter().map(|s| s.to_string()));
+    let file = write_config(dir, &lines);
+    Config::load(&ConfigSources {
+        files: vec![file],
+        files_required: true,
+        overrides: vec![],
+        tcti_env: Some(tpm.tcti()),
+    })
+    .expect("config")
+    .config
+}
+
+fn cert_public_pem(cert_pem: &str) -> String {
+    let cert = openssl::x509::X509::from_pem(cert_pem.as_bytes()).expect("cert");
+    String::from_utf8(
+        cert.public_key()
+            .expect("key")
+            .public_key_to_pem()
+            .expect("pem"),
+    )
+    .expect("utf8")
+}
+
+#[tokio::test]
+async fn rsa_ek_certificate_and_persisted_ak_nk_id_survive_a_restart() {
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &tpm, "generate", &[]);
+
+    let first = AgentCore::prepare(&cfg).await.expect("first start");
+    let keys = first.tpm.keys().clone();
+    let cert = keys
+        .ek_cert_pem
+        .clone()
+        .expect("RSA EK certificate read from NV");
+    assert_eq!(
+        cert.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "the certificate alone"
+    );
+    assert_eq!(
+        cert_public_pem(&cert),
+        keys.ek_public_pem,
+        "certificate is for this EK"
+    );
+    assert!(!keys.ak_reused);
+    assert_eq!(
+        first.tpm.transient_handles().await.expect("handles").len(),
+        2,
+        "EK and AK"
+    );
+    let (id, nk) = (
+        first.agent_id.clone(),
+        first.payload_key.public_pem().to_string(),
+    );
+    first.tpm.shutdown().await;
+    assert_eq!(
+        tpm.transient_handles(),
+        Vec::<u32>::new(),
+        "stop flushes EK and AK"
+    );
+
+    let second = AgentCore::prepare(&cfg).await.expect("second start");
+    assert!(
+        second.tpm.keys().ak_reused,
+        "AK reloaded from agent_data_path"
+    );
+    assert_eq!(second.tpm.keys().ak_public, keys.ak_public);
+    assert_eq!(second.tpm.keys().ek_public, keys.ek_public);
+    assert_eq!(
+        second.payload_key.public_pem(),
+        nk,
+        "NK PEM stable byte for byte"
+    );
+    assert_eq!(second.agent_id, id, "generated id persisted");
+    second.tpm.shutdown().await;
+    assert_eq!(tpm.transient_handles(), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn ecc_ek_with_certificate_and_ecdsa_ak() {
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = [
+        "tpm_encryption_alg = \"ecc\"",
+        "tpm_signing_alg = \"ecdsa\"",
+    ];
+    let cfg = config(dir.path(), &tpm, "hash_ek", &extra);
+    let core = AgentCore::prepare(&cfg).await.expect("start");
+    let keys = core.tpm.keys();
+    assert!(keys.ek_public_pem.contains("BEGIN PUBLIC KEY"));
+    let ek = openssl::pkey::PKey::public_key_from_pem(keys.ek_public_pem.as_bytes()).expect("ek");
+    assert_eq!(ek.id(), openssl::pkey::Id::EC);
+    let cert = keys
+        .ek_cert_pem
+        .as_deref()
+        .expect("ECC EK certificate read from NV 0x01c0000a");
+    assert_eq!(cert_public_pem(cert), keys.ek_public_pem);
+    // TPM2B_PUBLIC of the AK: u16 size, then TPMT_PUBLIC starting with type ECC (0x0023).
+    assert_eq!(&keys.ak_public[2..4], &[0x00, 0x23]);
+    let expected_id = hex::encode(openssl::sha::sha256(keys.ek_public_pem.as_bytes()));
+    assert_eq!(core.agent_id.as_str(), expected_id);
+    core.tpm.shutdown().await;
+    assert_eq!(tpm.transient_handles(), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn failed_activations_leak_no_handle() {
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = AgentCore::prepare(&config(dir.path(), &tpm, "generate", &[]))
+        .await
+        .expect("start");
+    let baseline = core.tpm.transient_handles().await.expect("handles");
+    for i in 0..20u8 {
+        let garbage = CredentialBlob {
+            id_object: vec![i; 50],
+            secret: vec![i; 256],
+        };
+        assert!(
+            core.tpm.activate_credential(garbage).await.is_err(),
+            "garbage must not activate"
+        );
+    }
+    assert_eq!(
+        core.tpm.transient_handles().await.expect("handles"),
+        baseline
+    );
+    core.tpm.shutdown().await;
+    assert!(
+        core.tpm.transient_handles().await.is_err(),
+        "calls after shutdown fail cleanly"
+    );
+    assert_eq!(tpm.transient_handles(), Vec::<u32>::new());
+}
