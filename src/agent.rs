@@ -1,15 +1,25 @@
 //! The composition root: builds every component from the [`Config`], in
-//! order, and runs the agent until the shutdown signal.
+//! order, serves the API and registers, and stops cleanly on the signal.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
+use crate::api::{self, AgentInfo, ApiState};
+use crate::attestation::Attestation;
 use crate::config::Config;
+use crate::evidence::{ImaLog, UefiLog};
 use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
 use crate::registrar::{RegistrarClient, RegistrarError, Registration};
 use crate::secure_fs;
+use crate::tls::{self, TlsError};
 use crate::tpm::{Tpm, TpmConfig, TpmError};
+
+/// How long in-flight requests may finish at shutdown.
+const SHUTDOWN_GRACE_SECS: u64 = 5;
 
 /// Why the agent stopped before or instead of serving.
 #[derive(Debug, Error)]
@@ -32,6 +42,18 @@ pub enum AgentError {
     /// Registration failed for good.
     #[error(transparent)]
     Registrar(#[from] RegistrarError),
+    /// The TLS configuration was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The API server could not bind or run.
+    #[error("API server on {addr}: {source}")]
+    Server {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Everything the agent is, once set up: TPM, id, keys, registrar client.
@@ -49,6 +71,24 @@ pub struct AgentCore {
     pub registrar: RegistrarClient,
     /// What is registered.
     pub registration: Registration,
+    /// Quote production.
+    pub attestation: Attestation,
+}
+
+/// The API server, running.
+pub struct RunningServer {
+    /// The addresses it listens on.
+    pub addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
 }
 
 impl AgentCore {
@@ -113,6 +153,21 @@ impl AgentCore {
             config.registrar_port,
             config.registrar_retry.clone(),
         )?;
+        let attestation = Attestation::new(
+            tpm.clone(),
+            payload_key.public_pem(),
+            (
+                config.tpm_hash_alg,
+                config.tpm_encryption_alg,
+                config.tpm_signing_alg,
+            ),
+            ImaLog::new(&config.ima_ml_path),
+            UefiLog::new(&config.measuredboot_ml_path),
+        )
+        .map_err(|source| IdentityError::Crypto {
+            what: "hashing the NK".into(),
+            source,
+        })?;
         Ok(Self {
             tpm,
             agent_id,
@@ -120,6 +175,7 @@ impl AgentCore {
             mtls,
             registrar,
             registration,
+            attestation,
         })
     }
 
@@ -130,10 +186,64 @@ impl AgentCore {
             .await?;
         Ok(())
     }
+
+    /// Binds `ip:port` (mTLS unless disabled) and starts serving the API.
+    pub fn start_server(&self, config: &Config) -> Result<RunningServer, AgentError> {
+        let state = web::Data::new(ApiState {
+            attestation: self.attestation.clone(),
+            versions: config.api_versions.clone(),
+            info: AgentInfo {
+                agent_id: self.agent_id.to_string(),
+                hash_alg: config.tpm_hash_alg,
+                enc_alg: config.tpm_encryption_alg,
+                sign_alg: config.tpm_signing_alg,
+                ak_handle: self.tpm.keys().ak_handle,
+            },
+        });
+        let server = HttpServer::new(move || App::new().configure(api::configure(state.clone())))
+            .disable_signals()
+            .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+            // The verifier opens a fresh connection per poll: no Nagle delay.
+            .tcp_nodelay(true);
+        let addr = (config.ip.as_str(), config.port);
+        let server_error = |source| AgentError::Server {
+            addr: format!("{}:{}", config.ip, config.port),
+            source,
+        };
+        let server = match &self.mtls {
+            Some(identity) => server
+                .bind_openssl(addr, tls::acceptor(identity, &config.trusted_client_ca)?)
+                .map_err(server_error)?,
+            None => server.bind(addr).map_err(server_error)?,
+        };
+        let addrs = server.addrs();
+        let server = server.run();
+        let handle = server.handle();
+        let task = tokio::spawn(server);
+        tracing::info!(
+            "serving API {} on {}",
+            if self.mtls.is_some() {
+                "over mTLS"
+            } else {
+                "over plain HTTP"
+            },
+            addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(RunningServer {
+            addrs,
+            handle,
+            task,
+        })
+    }
 }
 
-/// Runs the agent: set-up, registration, then waits for `shutdown`.
-/// Registration retries are abandoned when `shutdown` fires.
+/// Runs the agent: set-up, API server, registration, then waits for
+/// `shutdown`. The API is served while registration is still retrying, so a
+/// restarted agent answers the verifier even while the registrar is down.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let core = AgentCore::prepare(&config).await?;
     if let Some(run_as) = &config.run_as {
@@ -154,6 +264,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         if keys.ak_reused { "reloaded" } else { "new" },
     );
+    let server = match core.start_server(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            core.tpm.shutdown().await;
+            return Err(e);
+        }
+    };
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
         registered = core.register() => match registered {
@@ -165,6 +282,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         () = &mut shutdown => Ok(()),
     };
+    server.stop().await;
     core.tpm.shutdown().await;
     tracing::info!("agent {} stopped", core.agent_id);
     outcome

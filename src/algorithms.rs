@@ -42,6 +42,16 @@ impl HashAlg {
         }
     }
 
+    /// The TPM_ALG_ID, as written in PCR selections.
+    pub fn tpm_alg_id(self) -> u16 {
+        match self {
+            Self::Sha1 => 0x0004,
+            Self::Sha256 => 0x000B,
+            Self::Sha384 => 0x000C,
+            Self::Sha512 => 0x000D,
+        }
+    }
+
     /// The OpenSSL message digest.
     pub fn to_openssl(self) -> openssl::hash::MessageDigest {
         match self {

@@ -15,11 +15,15 @@
 
 pub mod agent;
 pub mod algorithms;
+pub mod api;
 pub mod api_version;
+pub mod attestation;
 pub mod config;
 pub mod crypto;
+pub mod evidence;
 pub mod identity;
 pub mod registrar;
 pub mod retry;
 pub mod secure_fs;
+pub mod tls;
 pub mod tpm;

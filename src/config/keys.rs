@@ -32,6 +32,8 @@ pub const USED: &[&str] = &[
     "exponential_backoff_max_delay",
     "exponential_backoff_jitter",
     "tcti",
+    "ima_ml_path",
+    "measuredboot_ml_path",
     "version",
 ];
 
@@ -73,8 +75,6 @@ pub const NOT_YET_USED: &[(&str, &str)] = &[
     ("iak_handle", ""),
     ("iak_cert", "default"),
     ("idevid_cert", "default"),
-    ("ima_ml_path", "default"),
-    ("measuredboot_ml_path", "default"),
     ("measure_payload_pcr", "-1"),
     // Retry keys of the 2.0 templates, replaced by exponential_backoff_*.
     ("exponential_backoff", "true"),

@@ -171,7 +171,16 @@ pub struct Config {
     pub registrar_retry: RetryPolicy,
     /// The TPM connection (`TCTI` environment variable or `tcti`).
     pub tcti: String,
+    /// The IMA runtime measurement list (`ima_ml_path`).
+    pub ima_ml_path: PathBuf,
+    /// The UEFI boot event log (`measuredboot_ml_path`).
+    pub measuredboot_ml_path: PathBuf,
 }
+
+/// Where the kernel publishes the IMA list.
+pub const DEFAULT_IMA_ML_PATH: &str = "/sys/kernel/security/ima/ascii_runtime_measurements";
+/// Where the kernel publishes the UEFI event log.
+pub const DEFAULT_MEASUREDBOOT_ML_PATH: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
 /// A loaded config and the warnings to log once logging is up.
 #[derive(Debug)]
@@ -278,6 +287,8 @@ impl Config {
                 jitter: raw.parse("exponential_backoff_jitter", "0.2", values::fraction)?,
             },
             tcti: tcti(tcti_env, raw.get("tcti")),
+            ima_ml_path: path("ima_ml_path", DEFAULT_IMA_ML_PATH),
+            measuredboot_ml_path: path("measuredboot_ml_path", DEFAULT_MEASUREDBOOT_ML_PATH),
             keylime_dir,
         })
     }

@@ -9,10 +9,13 @@
 mod credential;
 mod keys;
 mod owner;
+mod pcr_blob;
 mod public;
+mod quote;
 
 pub use credential::{parse_credential_blob, CredentialBlob};
 pub use public::{public_key_pem, tpm2b_public};
+pub use quote::{QuoteParts, QuoteRequest, DATA_PCR};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +59,8 @@ pub struct TpmKeys {
     pub ak_public: Vec<u8>,
     /// Whether the AK was reloaded from `agent_data_path` rather than created.
     pub ak_reused: bool,
+    /// The AK's ESYS handle (informational, for `agent/info`).
+    pub ak_handle: u32,
 }
 
 /// A TPM failure. All are worth a 500 to a peer: none is the peer's fault.
@@ -153,6 +158,18 @@ impl Tpm {
         blob: CredentialBlob,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         self.run(move |owner| owner.activate_credential(blob)).await
+    }
+
+    /// Resets PCR 16, extends it with the request's digest, and quotes the
+    /// requested PCRs with the AK, with PCR values read consistently.
+    pub async fn quote(&self, request: QuoteRequest) -> Result<QuoteParts, TpmError> {
+        self.run(move |owner| owner.quote(request)).await
+    }
+
+    /// Extends `pcr` in the AK's hash bank with `digest` (e.g. a payload
+    /// measurement, or IMA-style evidence in tests).
+    pub async fn extend_pcr(&self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {
+        self.run(move |owner| owner.extend_pcr(pcr, digest)).await
     }
 
     /// The transient object handles the TPM holds right now (a diagnostic:

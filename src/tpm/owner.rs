@@ -10,7 +10,9 @@ use tss_esapi::Context;
 use zeroize::Zeroizing;
 
 use super::keys::{self, EkOrigin};
+use super::quote::{self, QuoteParts, QuoteRequest};
 use super::{credential, public, CredentialBlob, Job, TpmConfig, TpmError, TpmKeys};
+use crate::algorithms::HashAlg;
 
 /// First handle of the transient object range.
 const TRANSIENT_FIRST: u32 = 0x8000_0000;
@@ -22,6 +24,7 @@ pub(crate) struct Owner {
     ek_origin: EkOrigin,
     ak: KeyHandle,
     keys: TpmKeys,
+    hash: HashAlg,
     /// Set by a stop job: acknowledged once EK and AK are flushed.
     stop_ack: Option<oneshot::Sender<()>>,
 }
@@ -47,6 +50,7 @@ impl Owner {
                 ek_origin,
                 ak,
                 keys,
+                hash: config.hash_alg,
                 stop_ack: None,
             }),
             Err(e) => {
@@ -89,6 +93,7 @@ impl Owner {
                 ek_cert_pem,
                 ak_public,
                 ak_reused,
+                ak_handle: u32::from(ObjectHandle::from(ak)),
             },
         ))
     }
@@ -132,6 +137,14 @@ impl Owner {
         blob: CredentialBlob,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         credential::activate(&mut self.ctx, self.ak, self.ek, blob)
+    }
+
+    pub(super) fn quote(&mut self, request: QuoteRequest) -> Result<QuoteParts, TpmError> {
+        quote::quote(&mut self.ctx, self.ak, self.hash, request)
+    }
+
+    pub(super) fn extend_pcr(&mut self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {
+        quote::extend(&mut self.ctx, pcr, self.hash, digest, false)
     }
 
     pub(super) fn transient_handles(&mut self) -> Result<Vec<u32>, TpmError> {

@@ -1,0 +1,75 @@
+//! The JSON envelope every response uses, and the one place where errors
+//! become HTTP responses. Status codes follow what the verifier does with
+//! them: 400 with "API version not supported" renegotiates, 500 is
+//! retried, anything else stops attestation for good.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::json;
+use thiserror::Error;
+
+use crate::attestation::AttestationError;
+
+/// `{"code": N, "status": "...", "results": {...}}`.
+pub fn envelope<T: Serialize>(code: StatusCode, status: &str, results: T) -> HttpResponse {
+    HttpResponse::build(code)
+        .json(json!({ "code": code.as_u16(), "status": status, "results": results }))
+}
+
+/// A success envelope.
+pub fn success<T: Serialize>(results: T) -> HttpResponse {
+    envelope(StatusCode::OK, "Success", results)
+}
+
+/// Every way a request can fail.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// A path under a version this agent does not serve. The exact
+    /// wording is what the verifier looks for to renegotiate.
+    #[error("API version not supported: v{0}")]
+    VersionNotSupported(String),
+    /// A missing query parameter.
+    #[error("Missing {0} parameter")]
+    MissingParam(&'static str),
+    /// A malformed query parameter.
+    #[error("Invalid {name} parameter: {reason}")]
+    InvalidParam {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No such resource.
+    #[error("Not found")]
+    NotFound,
+    /// The resource exists, the method does not.
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    /// Attestation failed on the agent's side.
+    #[error("Attestation failed on the agent")]
+    Attestation(#[from] AttestationError),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::VersionNotSupported(_) | Self::MissingParam(_) | Self::InvalidParam { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            // A TPM or log failure is temporary from the verifier's view:
+            // 500 makes it retry instead of failing the agent.
+            Self::Attestation(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Attestation(cause) = self {
+            // The peer gets a short message; the log gets the cause.
+            tracing::error!("request failed: {cause}");
+        }
+        envelope(self.status_code(), &self.to_string(), json!({}))
+    }
+}

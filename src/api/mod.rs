@@ -1,0 +1,91 @@
+//! HTTP only: the routes of API versions 2.1–2.6, typed parameters, the
+//! JSON envelope and the one error mapping. No TPM, file or crypto code.
+
+mod error;
+mod handlers;
+mod integrity_body;
+mod params;
+
+pub use error::ApiError;
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+
+use crate::algorithms::{EncryptionAlg, HashAlg, SigningAlg};
+use crate::api_version::ApiVersion;
+use crate::attestation::Attestation;
+
+/// What `agent/info` reports.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    /// The agent id.
+    pub agent_id: String,
+    /// AK hash.
+    pub hash_alg: HashAlg,
+    /// EK type.
+    pub enc_alg: EncryptionAlg,
+    /// AK scheme.
+    pub sign_alg: SigningAlg,
+    /// The AK's handle as the agent knows it.
+    pub ak_handle: u32,
+}
+
+/// State shared by all handlers.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Quote production.
+    pub attestation: Attestation,
+    /// Versions served, ascending.
+    pub versions: Vec<ApiVersion>,
+    /// `agent/info` content.
+    pub info: AgentInfo,
+}
+
+/// Registers every route on an actix app.
+pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(state)
+            .service(get("/version", handlers::version))
+            .service(get("/v{version}/quotes/identity", handlers::identity))
+            .service(get("/v{version}/quotes/integrity", handlers::integrity))
+            .service(get("/v{version}/keys/pubkey", handlers::pubkey))
+            .service(get("/v{version}/agent/info", handlers::info))
+            .default_service(web::to(handlers::fallback));
+    }
+}
+
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(handlers::method_not_allowed))
+}
+
+/// The `/v{version}` of a request, checked against the versions served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedVersion(pub ApiVersion);
+
+impl FromRequest for ServedVersion {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("version").unwrap_or_default();
+        let served = req
+            .app_data::<web::Data<ApiState>>()
+            .map(|s| s.versions.clone())
+            .unwrap_or_default();
+        ready(match raw.parse::<ApiVersion>() {
+            Ok(v) if served.contains(&v) => Ok(Self(v)),
+            _ => Err(ApiError::VersionNotSupported(
+                raw.chars().take(16).collect(),
+            )),
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! Identity and integrity quotes: combines a TPM quote with the IMA and
+//! UEFI logs into what the tenant and verifier ask for. No HTTP here; the
+//! wire spelling is the API layer's business.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use thiserror::Error;
+
+use crate::algorithms::{EncryptionAlg, HashAlg, SigningAlg};
+use crate::evidence::{ImaLog, ImaSlice, UefiLog};
+use crate::tpm::{QuoteParts, QuoteRequest, Tpm, TpmError, DATA_PCR};
+
+/// A verifier or tenant nonce: 1–64 ASCII letters and digits (the peers
+/// send 20); its bytes become TPM2_Quote's qualifyingData.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nonce(String);
+
+impl FromStr for Nonce {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 64 {
+            return Err("must be 1 to 64 characters");
+        }
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err("must be ASCII letters and digits");
+        }
+        Ok(Self(s.into()))
+    }
+}
+
+impl Nonce {
+    /// The nonce text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A PCR selection mask over PCRs 0–23, as the verifier writes it (`0x408000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PcrMask(u32);
+
+impl FromStr for PcrMask {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s);
+        if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("must be a hexadecimal number such as 0x408000");
+        }
+        let bits = u32::from_str_radix(digits, 16).map_err(|_| "must be a hexadecimal number")?;
+        if bits >> 24 != 0 {
+            return Err("selects a PCR above 23");
+        }
+        Ok(Self(bits))
+    }
+}
+
+impl PcrMask {
+    /// A mask from bits (bits above 23 are dropped).
+    pub fn from_bits(bits: u32) -> Self {
+        Self(bits & 0x00ff_ffff)
+    }
+
+    /// Whether PCR `pcr` is selected.
+    pub fn contains(self, pcr: u8) -> bool {
+        pcr < 24 && self.0 & (1 << pcr) != 0
+    }
+
+    /// The selected PCRs plus PCR 16, ascending.
+    pub fn with_data_pcr(self) -> Vec<u8> {
+        (0u8..24)
+            .filter(|p| self.contains(*p) || *p == DATA_PCR)
+            .collect()
+    }
+}
+
+impl fmt::Display for PcrMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// An attestation failure; all are the agent's side, hence 500 to a peer.
+#[derive(Debug, Error)]
+pub enum AttestationError {
+    /// The TPM failed.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+    /// The IMA log could not be read.
+    #[error("IMA log: {0}")]
+    Ima(#[from] std::io::Error),
+}
+
+/// A quote and what describes it.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    /// `r<attest>:<signature>:<pcr blob>`, each part base64.
+    pub quote: String,
+    /// The quote's hash (the AK's signing hash and the PCR bank).
+    pub hash_alg: HashAlg,
+    /// The EK type.
+    pub enc_alg: EncryptionAlg,
+    /// The AK signature scheme.
+    pub sign_alg: SigningAlg,
+    /// The NK PEM, when asked for.
+    pub pubkey: Option<Arc<str>>,
+}
+
+/// An integrity quote with its logs.
+#[derive(Debug, Clone)]
+pub struct IntegrityEvidence {
+    /// The quote.
+    pub quote: Quote,
+    /// IMA entries from the requested one, when the log exists.
+    pub ima: Option<ImaSlice>,
+    /// The UEFI log as base64, when PCR 0 is selected and a log exists.
+    pub mb_log: Option<Arc<str>>,
+}
+
+/// Everything needed to answer quote requests; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Attestation {
+    tpm: Tpm,
+    nk_pem: Arc<str>,
+    data_pcr_digest: Vec<u8>,
+    hash_alg: HashAlg,
+    enc_alg: EncryptionAlg,
+    sign_alg: SigningAlg,
+    ima: ImaLog,
+    uefi: UefiLog,
+}
+
+impl Attestation {
+    /// Sets up attestation for an NK and the TPM's algorithms.
+    pub fn new(
+        tpm: Tpm,
+        nk_pem: &str,
+        algs: (HashAlg, EncryptionAlg, SigningAlg),
+        ima: ImaLog,
+        uefi: UefiLog,
+    ) -> Result<Self, openssl::error::ErrorStack> {
+        // PCR 16 is extended with H(the exact PEM bytes sent as `pubkey`).
+        let data_pcr_digest = openssl::hash::hash(algs.0.to_openssl(), nk_pem.as_bytes())?.to_vec();
+        Ok(Self {
+            tpm,
+            nk_pem: Arc::from(nk_pem),
+            data_pcr_digest,
+            hash_alg: algs.0,
+            enc_alg: algs.1,
+            sign_alg: algs.2,
+            ima,
+            uefi,
+        })
+    }
+
+    /// The NK PEM served as `pubkey`.
+    pub fn nk_pem(&self) -> &Arc<str> {
+        &self.nk_pem
+    }
+
+    /// The tenant's identity quote: PCR 16 only, with the NK.
+    pub async fn identity_quote(&self, nonce: &Nonce) -> Result<Quote, AttestationError> {
+        self.quote(nonce, PcrMask::default(), true).await
+    }
+
+    /// The verifier's integrity quote: the mask's PCRs and 16; the NK
+    /// unless `partial`; IMA entries from `ima_entry`, read after the quote
+    /// so the log is never behind PCR 10; the UEFI log if PCR 0 is asked for.
+    pub async fn integrity_quote(
+        &self,
+        nonce: &Nonce,
+        mask: PcrMask,
+        partial: bool,
+        ima_entry: u64,
+    ) -> Result<IntegrityEvidence, AttestationError> {
+        let quote = self.quote(nonce, mask, !partial).await?;
+        let ima = self.ima.slice_from(ima_entry).await?;
+        let mb_log = if mask.contains(0) {
+            self.uefi.base64().await
+        } else {
+            None
+        };
+        Ok(IntegrityEvidence { quote, ima, mb_log })
+    }
+
+    async fn quote(
+        &self,
+        nonce: &Nonce,
+        mask: PcrMask,
+        with_pubkey: bool,
+    ) -> Result<Quote, AttestationError> {
+        let parts = self
+            .tpm
+            .quote(QuoteRequest {
+                nonce: nonce.as_str().as_bytes().to_vec(),
+                pcrs: mask.with_data_pcr(),
+                data_pcr_digest: self.data_pcr_digest.clone(),
+            })
+            .await?;
+        Ok(Quote {
+            quote: quote_string(&parts),
+            hash_alg: self.hash_alg,
+            enc_alg: self.enc_alg,
+            sign_alg: self.sign_alg,
+            pubkey: with_pubkey.then(|| self.nk_pem.clone()),
+        })
+    }
+}
+
+/// The wire form the peers parse: `r` + three base64 parts joined by `:`.
+pub fn quote_string(parts: &QuoteParts) -> String {
+    format!(
+        "r{}:{}:{}",
+        B64.encode(&parts.attest),
+        B64.encode(&parts.signature),
+        B64.encode(&parts.pcr_blob)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_forms() {
+        assert!("Ai5M5SjYjnkyv4P7itH1".parse::<Nonce>().is_ok());
+        for bad in ["", "abc-def", "nonce with space", "é", &"a".repeat(65)] {
+            assert!(bad.parse::<Nonce>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mask_forms_and_pcr16_always_selected() {
+        assert_eq!(
+            "0x0".parse::<PcrMask>().map(PcrMask::with_data_pcr),
+            Ok(vec![16])
+        );
+        assert_eq!(
+            "0x408000".parse::<PcrMask>().map(PcrMask::with_data_pcr),
+            Ok(vec![15, 16, 22])
+        );
+        assert_eq!(
+            "400".parse::<PcrMask>().map(PcrMask::with_data_pcr),
+            Ok(vec![10, 16])
+        );
+        assert!("0xFFFFFF".parse::<PcrMask>().is_ok());
+        for bad in ["", "0x", "0x1000000", "zz", "-1", "0x 1", "0x0000000001"] {
+            assert!(bad.parse::<PcrMask>().is_err(), "{bad}");
+        }
+    }
+
+    /// PCR 16 after reset and extend with H(pubkey), as the verifier
+    /// simulates it: the known answers of PROTOCOL.md §16.2 for a fixed
+    /// public key (a test vector), with and without the trailing newline.
+    #[test]
+    fn pcr16_known_answers() {
+        const KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAw3owm7uitOaspMCDlhEv
+bxNgGsxa1MpbHytT/Y9K0sdpTxgay571B8zvLOUbJHEJ0gt4NHY0+/NCzIAzT6kB
+n7aL67BV8QiyKBcywlVGS9PqYGoB9uxozDap/O9Bc5WrQUCso4m4TxrW1QOOBkNX
+x5OnresvsRv5O3m6BYZeUk2pJOyiBXM0HEkEC/Q/hxsfF1KfJG3JYOhpdF0E//dy
+LHOtdW9FP8Dt3YZuchJmyhFDjMKuxF2Zt7YVk9Pg4ZvmJ64CmOtshUj9k+Ctj44Z
+gMS/cIVmMrk7cdUBEBtq8x3g0cARZ5cUb4KB+dO0v/fvZkb4Qt5zwym1eUzmvVfD
+6QIDAQAB
+-----END PUBLIC KEY-----";
+        let pcr16_after = |pem: &str| {
+            let mut extended = vec![0u8; 32];
+            extended.extend(openssl::sha::sha256(pem.as_bytes()));
+            hex::encode(openssl::sha::sha256(&extended))
+        };
+        assert_eq!(
+            pcr16_after(&format!("{KEY}\n")),
+            "673dc6cdbd922d60b9ff47b0c35fa83b8868c4d475e430c187c12d7f082012ab"
+        );
+        assert_eq!(
+            pcr16_after(KEY),
+            "61adab44d76fff1eea19c6f438cd1ef4c08ea61c309f7603cb59e0a3268706bc"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Evidence besides the quote: the IMA runtime measurement list (read
+//! incrementally, served as a byte range of the file) and the UEFI boot
+//! event log (read once, cached).
+
+mod ima;
+mod uefi;
+
+pub use ima::{ImaLog, ImaSlice};
+pub use uefi::UefiLog;

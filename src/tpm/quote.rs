@@ -1,0 +1,176 @@
+//! The quote transaction: bind the NK to PCR 16, read the selected PCRs,
+//! TPM2_Quote them with the AK, and check that the values read are the
+//! values quoted (retrying while another PCR, typically IMA's PCR 10,
+//! moved in between).
+
+use openssl::hash::Hasher;
+use tss_esapi::handles::{KeyHandle, PcrHandle};
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    AttestInfo, Data, Digest, DigestValues, PcrSelectionList, PcrSlot, SignatureScheme,
+};
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+
+use super::{pcr_blob, TpmError};
+use crate::algorithms::HashAlg;
+
+/// Reads-and-quotes tried before giving up on PCRs that keep moving.
+const MAX_ATTEMPTS: usize = 5;
+/// The PCR that binds the NK to every quote (Keylime's TPM_DATA_PCR).
+pub const DATA_PCR: u8 = 16;
+
+/// What to quote.
+#[derive(Debug, Clone)]
+pub struct QuoteRequest {
+    /// TPM2_Quote qualifyingData: the verifier's nonce as ASCII bytes.
+    pub nonce: Vec<u8>,
+    /// PCRs to quote, ascending, [`DATA_PCR`] included.
+    pub pcrs: Vec<u8>,
+    /// What PCR 16 is extended with after its reset: H(NK PEM).
+    pub data_pcr_digest: Vec<u8>,
+}
+
+/// The three parts of a Keylime quote string, as raw bytes.
+#[derive(Debug, Clone)]
+pub struct QuoteParts {
+    /// TPMS_ATTEST (no size prefix).
+    pub attest: Vec<u8>,
+    /// TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// The PCR values, tpm2-tools `pcrs` layout.
+    pub pcr_blob: Vec<u8>,
+}
+
+pub(super) fn quote(
+    ctx: &mut Context,
+    ak: KeyHandle,
+    hash: HashAlg,
+    request: QuoteRequest,
+) -> Result<QuoteParts, TpmError> {
+    let nonce = Data::try_from(request.nonce)
+        .map_err(|_| TpmError::Invalid("nonce longer than 64 bytes".into()))?;
+    extend(ctx, DATA_PCR, hash, request.data_pcr_digest, true)?;
+    let slots = request
+        .pcrs
+        .iter()
+        .map(|p| PcrSlot::try_from(1u32 << p).map_err(TpmError::tss("PCR number")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selection = PcrSelectionList::builder()
+        .with_selection(hash.to_tpm(), &slots)
+        .build()
+        .map_err(TpmError::tss("building the PCR selection"))?;
+    for _ in 0..MAX_ATTEMPTS {
+        let values = read_pcrs(ctx, &selection, hash, &slots)?;
+        let (attest, signature) = ctx
+            .execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.quote(ak, nonce.clone(), SignatureScheme::Null, selection.clone())
+            })
+            .map_err(TpmError::tss("Quote"))?;
+        let AttestInfo::Quote { info } = attest.attested() else {
+            return Err(TpmError::Invalid(
+                "TPM2_Quote returned a non-quote attestation".into(),
+            ));
+        };
+        if info.pcr_digest().value() == digest_of(hash, &values)?.as_slice() {
+            return Ok(QuoteParts {
+                attest: attest
+                    .marshall()
+                    .map_err(TpmError::tss("marshalling TPMS_ATTEST"))?,
+                signature: signature
+                    .marshall()
+                    .map_err(TpmError::tss("marshalling TPMT_SIGNATURE"))?,
+                pcr_blob: pcr_blob::encode(hash.tpm_alg_id(), &request.pcrs, &values),
+            });
+        }
+        tracing::debug!("PCRs changed between read and quote; quoting again");
+    }
+    Err(TpmError::Invalid(format!(
+        "PCR values kept changing across {MAX_ATTEMPTS} quotes"
+    )))
+}
+
+/// Extends `pcr` in the `hash` bank with `digest`, after resetting it if `reset`.
+pub(super) fn extend(
+    ctx: &mut Context,
+    pcr: u8,
+    hash: HashAlg,
+    digest: Vec<u8>,
+    reset: bool,
+) -> Result<(), TpmError> {
+    let handle = pcr_handle(pcr)?;
+    let digest = Digest::try_from(digest)
+        .map_err(|_| TpmError::Invalid("digest longer than 64 bytes".into()))?;
+    let mut values = DigestValues::new();
+    values.set(hash.to_tpm(), digest);
+    ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+        if reset {
+            ctx.pcr_reset(handle)?;
+        }
+        ctx.pcr_extend(handle, values)
+    })
+    .map_err(TpmError::tss("PCR_Reset/PCR_Extend"))
+}
+
+fn read_pcrs(
+    ctx: &mut Context,
+    selection: &PcrSelectionList,
+    hash: HashAlg,
+    slots: &[PcrSlot],
+) -> Result<Vec<Vec<u8>>, TpmError> {
+    let data = tss_esapi::abstraction::pcr::read_all(ctx, selection.clone())
+        .map_err(TpmError::tss("PCR_Read"))?;
+    let bank = data
+        .pcr_bank(hash.to_tpm())
+        .ok_or_else(|| TpmError::Invalid(format!("the TPM has no active {hash} PCR bank")))?;
+    slots
+        .iter()
+        .map(|slot| {
+            bank.get_digest(*slot)
+                .map(|d| d.value().to_vec())
+                .ok_or_else(|| TpmError::Invalid(format!("PCR {slot:?} missing from PCR_Read")))
+        })
+        .collect()
+}
+
+fn digest_of(hash: HashAlg, values: &[Vec<u8>]) -> Result<Vec<u8>, TpmError> {
+    let ssl = |e: openssl::error::ErrorStack| TpmError::Invalid(format!("hashing PCR values: {e}"));
+    let mut hasher = Hasher::new(hash.to_openssl()).map_err(ssl)?;
+    for v in values {
+        hasher.update(v).map_err(ssl)?;
+    }
+    Ok(hasher.finish().map_err(ssl)?.to_vec())
+}
+
+fn pcr_handle(pcr: u8) -> Result<PcrHandle, TpmError> {
+    let handles = [
+        PcrHandle::Pcr0,
+        PcrHandle::Pcr1,
+        PcrHandle::Pcr2,
+        PcrHandle::Pcr3,
+        PcrHandle::Pcr4,
+        PcrHandle::Pcr5,
+        PcrHandle::Pcr6,
+        PcrHandle::Pcr7,
+        PcrHandle::Pcr8,
+        PcrHandle::Pcr9,
+        PcrHandle::Pcr10,
+        PcrHandle::Pcr11,
+        PcrHandle::Pcr12,
+        PcrHandle::Pcr13,
+        PcrHandle::Pcr14,
+        PcrHandle::Pcr15,
+        PcrHandle::Pcr16,
+        PcrHandle::Pcr17,
+        PcrHandle::Pcr18,
+        PcrHandle::Pcr19,
+        PcrHandle::Pcr20,
+        PcrHandle::Pcr21,
+        PcrHandle::Pcr22,
+        PcrHandle::Pcr23,
+    ];
+    handles
+        .get(usize::from(pcr))
+        .copied()
+        .ok_or_else(|| TpmError::Invalid(format!("PCR {pcr} does not exist")))
+}
