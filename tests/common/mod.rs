@@ -394,3 +394,239 @@ pub fn lines_of(text: &str) -> Vec<String> {
         .map_while(Result::ok)
         .collect()
 }
+
+/// Polls `cond` every 250 ms for up to `secs`; true once it holds.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    cond()
+}
+
+impl Peers {
+    /// Runs `keylime_tenant` with this directory's config.
+    pub fn tenant(&self, args: &[&str]) -> std::process::Output {
+        Command::new(script("peers"))
+            .arg("tenant")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .expect("tenant")
+    }
+
+    /// The verifier's record of an agent (`results`), or `Null`.
+    pub fn verifier_agent(&self, id: &str) -> serde_json::Value {
+        let ca = self.cv_ca();
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "--cacert"])
+            .arg(ca.join("cacert.crt"))
+            .arg("--cert")
+            .arg(ca.join("client-cert.crt"))
+            .arg("--key")
+            .arg(ca.join("client-private.pem"))
+            .arg(format!(
+                "https://127.0.0.1:{}/v2.6/agents/{id}",
+                self.verifier_port
+            ))
+            .output()
+            .expect("curl");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .map(|v| v["results"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// `(operational_state, attestation_count)` from the verifier.
+    pub fn verifier_state(&self, id: &str) -> (i64, i64) {
+        let r = self.verifier_agent(id);
+        (
+            r["operational_state"].as_i64().unwrap_or(-1),
+            r["attestation_count"].as_i64().unwrap_or(-1),
+        )
+    }
+
+    /// A column of the verifier's database row for an agent, as text.
+    pub fn verifier_db(&self, id: &str, column: &str) -> String {
+        let db = self.dir.path().join("keylime/cv_data.sqlite");
+        let code = format!(
+            "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('select {column} from verifiermain where agent_id=?',(sys.argv[2],)).fetchone(); print('' if r is None else r[0])"
+        );
+        let out = Command::new("python3")
+            .args(["-c", &code])
+            .arg(db)
+            .arg(id)
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// Appends `count` synthetic IMA entries from index `start` to `file`
+/// (and writes a policy allowing all of them when `policy` is given);
+/// returns the SHA-256 template hashes to extend into PCR 10.
+pub fn ima_entries(file: &Path, count: usize, start: usize, policy: Option<&Path>) -> Vec<Vec<u8>> {
+    let mut cmd = Command::new(script("ima-log"));
+    cmd.arg(file)
+        .arg(count.to_string())
+        .arg("--start")
+        .arg(start.to_string());
+    if let Some(p) = policy {
+        cmd.arg("--policy").arg(p);
+    }
+    let out = cmd.output().expect("ima-log");
+    assert!(
+        out.status.success(),
+        "ima-log: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| hex::decode(l.trim()).expect("hex"))
+        .collect()
+}
+
+impl Swtpm {
+    /// Extends PCR 10 (SHA-256 bank) with tpm2-tools; only while no agent
+    /// holds the swtpm connection.
+    pub fn extend_pcr10(&self, hashes: &[Vec<u8>]) {
+        for h in hashes {
+            let status = Command::new("tpm2_pcrextend")
+                .arg(format!("10:sha256={}", hex::encode(h)))
+                .env("TPM2TOOLS_TCTI", self.tcti())
+                .status()
+                .expect("tpm2_pcrextend");
+            assert!(status.success());
+        }
+    }
+
+    /// Resets and extends PCR 17 behind a running agent, through the
+    /// control channel (the DRTM hash sequence).
+    pub fn change_pcr17(&self) {
+        let status = Command::new("swtpm_ioctl")
+            .args([
+                "--tcp",
+                &format!("127.0.0.1:{}", self.ctrl_port()),
+                "-h",
+                "a different launch",
+            ])
+            .status()
+            .expect("swtpm_ioctl");
+        assert!(status.success());
+    }
+}
+
+/// Client-side TLS material for talking to an agent.
+pub struct Client {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `curl` to an agent over HTTPS. `server_cert` is the agent's certificate
+/// (trusted as is, like the peers do). Returns `(status, body)` or curl's
+/// exit code when the connection failed.
+pub fn agent_get(
+    port: u16,
+    path: &str,
+    server_cert: &Path,
+    client: Option<&Client>,
+) -> Result<(u16, serde_json::Value), i32> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", "--max-time", "30", "--cacert"])
+        .arg(server_cert);
+    if let Some(c) = client {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    Ok((
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// A test CA and a client certificate it signed, written to `dir`.
+pub fn make_ca_and_client(dir: &Path, name: &str) -> (PathBuf, Client) {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::BasicConstraints;
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = || {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
+        PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey")
+    };
+    let name_of = |cn: &str| {
+        let mut n = X509NameBuilder::new().expect("name");
+        n.append_entry_by_nid(Nid::COMMONNAME, cn).expect("cn");
+        n.build()
+    };
+    let (ca_key, client_key) = (key(), key());
+    let build = |subject: &str,
+                 issuer: &str,
+                 pubkey: &PKey<openssl::pkey::Private>,
+                 signer: &PKey<openssl::pkey::Private>,
+                 ca: bool| {
+        let mut b = X509::builder().expect("builder");
+        b.set_version(2).expect("v3");
+        let serial = openssl::bn::BigNum::from_u32(rand_u32())
+            .and_then(|s| s.to_asn1_integer())
+            .expect("serial");
+        b.set_serial_number(&serial).expect("serial");
+        b.set_subject_name(&name_of(subject)).expect("subject");
+        b.set_issuer_name(&name_of(issuer)).expect("issuer");
+        b.set_pubkey(pubkey).expect("pubkey");
+        b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+            .expect("nb");
+        b.set_not_after(&Asn1Time::days_from_now(2).expect("t"))
+            .expect("na");
+        if ca {
+            b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+                .expect("ext");
+        }
+        b.sign(signer, MessageDigest::sha256()).expect("sign");
+        b.build()
+    };
+    let ca = build(
+        &format!("{name} CA"),
+        &format!("{name} CA"),
+        &ca_key,
+        &ca_key,
+        true,
+    );
+    let client = build("client", &format!("{name} CA"), &client_key, &ca_key, false);
+    let ca_path = dir.join(format!("{name}-ca.crt"));
+    let cert = dir.join(format!("{name}-client.crt"));
+    let key_path = dir.join(format!("{name}-client.key"));
+    std::fs::write(&ca_path, ca.to_pem().expect("pem")).expect("write");
+    std::fs::write(&cert, client.to_pem().expect("pem")).expect("write");
+    std::fs::write(
+        &key_path,
+        client_key.private_key_to_pem_pkcs8().expect("pem"),
+    )
+    .expect("write");
+    (
+        ca_path,
+        Client {
+            cert,
+            key: key_path,
+        },
+    )
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    openssl::rand::rand_bytes(&mut b).expect("rand");
+    u32::from_le_bytes(b) | 1
+}

@@ -1,0 +1,160 @@
+//! End to end with the real Keylime 7.14.3 verifier, registrar and tenant:
+//! `keylime_tenant -c add` with a PCR policy and a runtime (IMA) policy,
+//! continuous attestation over API 2.6, incremental IMA delivery, and the
+//! failures the verifier must see: a PCR changed behind the agent, and an
+//! IMA entry outside the policy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use common::{agent_lines, ima_entries, wait_until, write_config, Agent, Peers, Swtpm};
+use keylime_agent::agent::AgentCore;
+use keylime_agent::config::{Config, ConfigSources};
+
+/// PCR 17 of a fresh swtpm: all ones until a DRTM sequence changes it.
+const PCR17_POLICY: &str =
+    r#"{"17":["ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"]}"#;
+const GET_QUOTE: i64 = 3;
+const INVALID_QUOTE: i64 = 9;
+
+fn tenant_add(peers: &Peers, id: &str, port: u16, runtime_policy: Option<&std::path::Path>) {
+    let port = port.to_string();
+    let mut args = vec![
+        "-c",
+        "add",
+        "-u",
+        id,
+        "-t",
+        "127.0.0.1",
+        "-tp",
+        &port,
+        "--tpm_policy",
+        PCR17_POLICY,
+    ];
+    let policy;
+    if let Some(p) = runtime_policy {
+        policy = p.display().to_string();
+        args.extend(["--runtime-policy", &policy]);
+    }
+    let out = peers.tenant(&args);
+    assert!(
+        out.status.success(),
+        "tenant add failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_add_then_continuous_attestation_with_incremental_ima_until_a_policy_violation() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ima = dir.path().join("ascii_runtime_measurements");
+    let policy = dir.path().join("runtime-policy.json");
+    // The policy allows entries 0-7; the log starts with 0-4, in PCR 10.
+    ima_entries(&dir.path().join("allowed"), 8, 0, Some(&policy));
+    tpm.extend_pcr10(&ima_entries(&ima, 5, 0, None));
+
+    let id = "5a1e2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let mut lines = agent_lines(dir.path(), id, Some(&peers));
+    lines.push(format!("ima_ml_path = {:?}", ima.display().to_string()));
+    let file = write_config(dir.path(), &lines);
+    let sources = ConfigSources {
+        files: vec![file],
+        files_required: true,
+        overrides: vec![],
+        tcti_env: Some(tpm.tcti()),
+    };
+    let config = Config::load(&sources).expect("config").config;
+    let core = AgentCore::prepare(&config).await.expect("prepare");
+    let server = core.start_server(&config).expect("server");
+    core.register().await.expect("register");
+
+    tenant_add(&peers, id, config.port, Some(&policy));
+    assert!(
+        wait_until(60, || peers.verifier_state(id).1 >= 10),
+        "attestation_count did not reach 10: {}",
+        peers.verifier_agent(id)
+    );
+    assert_eq!(peers.verifier_state(id).0, GET_QUOTE);
+    assert_eq!(
+        peers.verifier_db(id, "supported_version"),
+        "2.6",
+        "negotiated API version"
+    );
+    assert_eq!(
+        peers.verifier_db(id, "next_ima_ml_entry"),
+        "5",
+        "the verifier consumed the 5 entries"
+    );
+
+    // New allowed entries are delivered from entry 5 on and attestation goes on.
+    for hash in ima_entries(&ima, 3, 5, None) {
+        core.tpm.extend_pcr(10, hash).await.expect("extend PCR 10");
+    }
+    let count = peers.verifier_state(id).1;
+    assert!(
+        wait_until(30, || peers.verifier_db(id, "next_ima_ml_entry") == "8"
+            && peers.verifier_state(id).1 >= count + 3),
+        "incremental IMA entries not consumed: {}",
+        peers.verifier_agent(id)
+    );
+    assert_eq!(peers.verifier_state(id).0, GET_QUOTE);
+
+    // An entry outside the policy: Invalid Quote.
+    for hash in ima_entries(&ima, 1, 100, None) {
+        core.tpm.extend_pcr(10, hash).await.expect("extend PCR 10");
+    }
+    assert!(
+        wait_until(30, || peers.verifier_state(id).0 == INVALID_QUOTE),
+        "{}",
+        peers.verifier_agent(id)
+    );
+    let event = peers.verifier_agent(id)["last_event_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(event.contains("not_in_allowlist"), "last_event_id {event}");
+
+    server.stop().await;
+    core.tpm.shutdown().await;
+}
+
+#[test]
+fn pcr17_changed_behind_the_agent_is_an_invalid_quote() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = "6b2f3d4e-5f60-4b7c-9d8e-0f1a2b3c4d5e";
+    let lines = agent_lines(dir.path(), id, Some(&peers));
+    let port: u16 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let file = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+
+    tenant_add(&peers, id, port, None);
+    assert!(
+        wait_until(40, || peers.verifier_state(id).1 >= 2),
+        "{}",
+        peers.verifier_agent(id)
+    );
+    assert_eq!(peers.verifier_state(id).0, GET_QUOTE);
+    tpm.change_pcr17();
+    assert!(
+        wait_until(30, || peers.verifier_state(id).0 == INVALID_QUOTE),
+        "{}",
+        peers.verifier_agent(id)
+    );
+    let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+}
