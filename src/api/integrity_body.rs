@@ -33,10 +33,12 @@ pub async fn respond(
         return Ok(super::error::success(results));
     }
     // `{"code":200,"status":"Success","results":{...,"ima_measurement_list":"` <escaped log> `"}}`
-    let head =
-        serde_json::to_string(&json!({ "code": 200, "status": "Success", "results": results }))?;
-    let head =
-        head.strip_suffix("}}").unwrap_or(&head).to_string() + ",\"ima_measurement_list\":\"";
+    let fields = serde_json::to_string(&results)?;
+    let fields = fields.strip_suffix('}').unwrap_or(&fields);
+    let separator = if results.is_empty() { "" } else { "," };
+    let head = format!(
+        r#"{{"code":200,"status":"Success","results":{fields}{separator}"ima_measurement_list":""#
+    );
     let reader = ima.open().await?;
     let body = stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;

@@ -1,0 +1,471 @@
+//! The agent's HTTP API over mTLS, black-box against the agent binary and
+//! a fresh swtpm: who may connect, API versions, field names and JSON
+//! types, parameter errors, the quote's PCR 16 binding, large IMA logs,
+//! and a burst of concurrent quotes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::{
+    agent_get, free_port, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm,
+};
+use serde_json::Value;
+
+const NONCE: &str = "Ai5M5SjYjnkyv4P7itH1";
+
+struct Served {
+    _tpm: Swtpm,
+    dir: tempfile::TempDir,
+    agent: Agent,
+    port: u16,
+    client: Client,
+    ima: PathBuf,
+}
+
+impl Served {
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("server-cert.crt")
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        agent_get(self.port, path, &self.cert(), Some(&self.client))
+            .unwrap_or_else(|code| panic!("curl {path}: exit {code}"))
+    }
+}
+
+/// An agent with mTLS trusting a test CA, no registrar (it keeps retrying
+/// in the background), and an IMA log of `ima_lines` entries.
+fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
+    let tpm = Swtpm::start()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, client) = make_ca_and_client(dir.path(), "test");
+    let ima = dir.path().join("ima");
+    std::fs::write(&ima, "").expect("ima");
+    if ima_lines > 0 {
+        ima_entries(&ima, ima_lines, 0, None);
+    }
+    let port = free_port();
+    let mut lines = vec![
+        "uuid = \"7c3a4e5f-6071-4c8d-8e9f-1a2b3c4d5e6f\"".to_string(),
+        format!("keylime_dir = {:?}", dir.path().display().to_string()),
+        format!("port = {port}"),
+        format!("registrar_port = {}", free_port()),
+        format!("trusted_client_ca = {:?}", ca.display().to_string()),
+        format!("ima_ml_path = {:?}", ima.display().to_string()),
+    ];
+    lines.extend(extra.iter().cloned());
+    let file = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+    agent.wait_for("serving API over mTLS", 30);
+    Some(Served {
+        _tpm: tpm,
+        dir,
+        agent,
+        port,
+        client,
+        ima,
+    })
+}
+
+fn assert_error(status: u16, body: &Value, expected: u16, needle: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["code"], expected, "{body}");
+    assert_eq!(body["results"], serde_json::json!({}), "{body}");
+    let text = body["status"].as_str().unwrap_or_default();
+    assert!(text.contains(needle), "status {text:?} lacks {needle:?}");
+}
+
+#[test]
+fn tls_refuses_clients_without_a_trusted_certificate_and_plain_http() {
+    let Some(s) = serve(&[], 0) else { return };
+    assert_eq!(
+        s.get("/version").0,
+        200,
+        "a client of the trusted CA gets in"
+    );
+    assert!(
+        agent_get(s.port, "/version", &s.cert(), None).is_err(),
+        "no client certificate: refused"
+    );
+    let (_, stranger) = make_ca_and_client(s.dir.path(), "other");
+    assert!(
+        agent_get(s.port, "/version", &s.cert(), Some(&stranger)).is_err(),
+        "another CA: refused"
+    );
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{}/version", s.port))
+        .output()
+        .expect("curl");
+    let code = String::from_utf8_lossy(&plain.stdout).to_string();
+    assert!(
+        !plain.status.success() || code != "200",
+        "plain HTTP must not be served: {code}"
+    );
+}
+
+#[test]
+fn version_and_unsupported_versions() {
+    let Some(s) = serve(&[], 0) else { return };
+    let (status, body) = s.get("/version");
+    assert_eq!(status, 200);
+    assert_eq!(body["results"]["supported_version"], "2.6");
+    assert_eq!(
+        body["results"]["supported_versions"],
+        serde_json::json!(["2.1", "2.2", "2.3", "2.4", "2.5", "2.6"])
+    );
+    for path in [
+        "/v3.0/quotes/identity?nonce=abc",
+        "/v2.0/keys/pubkey",
+        "/v1.0/quotes/integrity",
+    ] {
+        let (status, body) = s.get(path);
+        let version = path.split('/').nth(1).expect("version");
+        assert_error(
+            status,
+            &body,
+            400,
+            &format!("API version not supported: {version}"),
+        );
+    }
+    let (status, body) = s.get("/v2.6/no/such/thing");
+    assert_error(status, &body, 404, "Not found");
+    let post = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", "--cacert"])
+        .arg(s.cert())
+        .arg("--cert")
+        .arg(&s.client.cert)
+        .arg("--key")
+        .arg(&s.client.key)
+        .arg(format!("https://127.0.0.1:{}/v2.6/quotes/identity", s.port))
+        .output()
+        .expect("curl");
+    let body: Value = serde_json::from_slice(&post.stdout).expect("JSON 405");
+    assert_eq!(body["code"], 405);
+}
+
+#[test]
+fn a_configured_subset_of_versions_is_served_and_advertised() {
+    let Some(s) = serve(&["api_versions = \"2.4, 2.5\"".into()], 0) else {
+        return;
+    };
+    let (_, body) = s.get("/version");
+    assert_eq!(
+        body["results"]["supported_versions"],
+        serde_json::json!(["2.4", "2.5"])
+    );
+    assert_eq!(body["results"]["supported_version"], "2.5");
+    let (status, body) = s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}"));
+    assert_error(status, &body, 400, "API version not supported: v2.6");
+    assert_eq!(
+        s.get(&format!("/v2.4/quotes/identity?nonce={NONCE}")).0,
+        200
+    );
+}
+
+/// PCR 16 as the verifier simulates it: H(zeros ‖ H(pubkey PEM)).
+fn expected_pcr16(pubkey: &str) -> Vec<u8> {
+    let mut data = vec![0u8; 32];
+    data.extend(openssl::sha::sha256(pubkey.as_bytes()));
+    openssl::sha::sha256(&data).to_vec()
+}
+
+#[test]
+fn identity_quote_fields_types_and_pcr16_binding() {
+    let Some(s) = serve(&[], 0) else { return };
+    let (status, body) = s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}"));
+    assert_eq!(status, 200, "{body}");
+    let r = &body["results"];
+    assert_eq!(
+        (
+            r["hash_alg"].as_str(),
+            r["enc_alg"].as_str(),
+            r["sign_alg"].as_str()
+        ),
+        (Some("sha256"), Some("rsa2048"), Some("rsassa"))
+    );
+    let pubkey = r["pubkey"].as_str().expect("pubkey");
+    let nk = std::fs::read(s.dir.path().join("payload-private.pem")).expect("nk");
+    let nk = openssl::pkey::PKey::private_key_from_pem(&nk).expect("nk key");
+    assert_eq!(
+        pubkey.as_bytes(),
+        nk.public_key_to_pem().expect("pem").as_slice(),
+        "pubkey is the NK"
+    );
+    let quote = r["quote"].as_str().expect("quote");
+    let parts: Vec<&str> = quote
+        .strip_prefix('r')
+        .expect("starts with r")
+        .split(':')
+        .collect();
+    assert_eq!(parts.len(), 3);
+    let attest = B64.decode(parts[0]).expect("attest");
+    assert_eq!(
+        &attest[..6],
+        &[0xff, 0x54, 0x43, 0x47, 0x80, 0x18],
+        "TPM_GENERATED, ST_ATTEST_QUOTE"
+    );
+    let sig = B64.decode(parts[1]).expect("signature");
+    assert_eq!(&sig[..4], &[0x00, 0x14, 0x00, 0x0b], "RSASSA with SHA-256");
+    let blob = B64.decode(parts[2]).expect("pcr blob");
+    assert_eq!(blob.len(), 668, "PCR 16 only");
+    assert_eq!(
+        &blob[4..12],
+        &[0x0b, 0x00, 0x03, 0x00, 0x00, 0x01, 0x00, 0x00]
+    );
+    assert_eq!(
+        &blob[142..174],
+        expected_pcr16(pubkey).as_slice(),
+        "PCR 16 = H(0 ‖ H(pubkey))"
+    );
+    // The signature verifies with the persisted AK over the attest bytes.
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent_data.json")).expect("ak"))
+            .expect("json");
+    let ak_tpm = B64
+        .decode(stored["public"].as_str().expect("public"))
+        .expect("b64");
+    let ak_public =
+        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
+            .and_then(tss_esapi::structures::Public::try_from)
+            .expect("TPM2B_PUBLIC");
+    let ak_pem = keylime_agent::tpm::public_key_pem(&ak_public).expect("pem");
+    let ak = openssl::pkey::PKey::public_key_from_pem(ak_pem.as_bytes()).expect("ak key");
+    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
+        .expect("verifier");
+    verifier.update(&attest).expect("update");
+    assert!(
+        verifier.verify(&sig[6..]).expect("verify"),
+        "quote signature must verify with the AK"
+    );
+    assert!(
+        attest.windows(NONCE.len()).any(|w| w == NONCE.as_bytes()),
+        "nonce in extraData"
+    );
+    let (_, legacy) = s.get(&format!("/v2.4/quotes/identity?nonce={NONCE}"));
+    assert_eq!(
+        legacy["results"]["enc_alg"], "rsa",
+        "enc_alg spelled per API version"
+    );
+}
+
+#[test]
+fn integrity_quote_partial_ima_offsets_and_uefi_log() {
+    let uefi = tempfile::NamedTempFile::new().expect("uefi");
+    std::fs::write(uefi.path(), b"\x00\x01binary event log").expect("write");
+    let Some(s) = serve(
+        &[format!(
+            "measuredboot_ml_path = {:?}",
+            uefi.path().display().to_string()
+        )],
+        6,
+    ) else {
+        return;
+    };
+    let (status, body) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=0&ima_ml_entry=0"
+    ));
+    assert_eq!(status, 200, "{body}");
+    let r = &body["results"];
+    assert!(r["pubkey"].is_string());
+    assert!(r["ima_measurement_list_entry"].is_u64(), "an integer: {r}");
+    assert_eq!(
+        r["ima_measurement_list"]
+            .as_str()
+            .map(|l| l.lines().count()),
+        Some(6)
+    );
+    assert!(
+        r.get("mb_measurement_list").is_none(),
+        "no PCR 0, no UEFI log"
+    );
+    assert!(r.get("boottime").is_none());
+    let blob = B64
+        .decode(
+            r["quote"]
+                .as_str()
+                .expect("quote")
+                .split(':')
+                .nth(2)
+                .expect("blob"),
+        )
+        .expect("b64");
+    assert_eq!(&blob[7..10], &[0x00, 0x04, 0x01], "PCRs 10 and 16 selected");
+
+    let (_, body) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x1&partial=1&ima_ml_entry=4"
+    ));
+    let r = &body["results"];
+    assert!(
+        r.get("pubkey").is_none(),
+        "partial=1 leaves out pubkey: {r}"
+    );
+    assert_eq!(r["ima_measurement_list_entry"], 4);
+    assert_eq!(
+        r["ima_measurement_list"]
+            .as_str()
+            .map(|l| l.lines().count()),
+        Some(2)
+    );
+    assert_eq!(
+        r["mb_measurement_list"].as_str(),
+        Some(B64.encode(b"\x00\x01binary event log").as_str())
+    );
+
+    let (_, at_end) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=1&ima_ml_entry=6"
+    ));
+    assert_eq!(
+        (
+            at_end["results"]["ima_measurement_list"].as_str(),
+            at_end["results"]["ima_measurement_list_entry"].as_u64()
+        ),
+        (Some(""), Some(6))
+    );
+    let (_, past) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=1&ima_ml_entry=60"
+    ));
+    assert_eq!(
+        past["results"]["ima_measurement_list_entry"], 0,
+        "past the end: whole list from 0"
+    );
+    assert_eq!(
+        past["results"]["ima_measurement_list"]
+            .as_str()
+            .map(|l| l.lines().count()),
+        Some(6)
+    );
+}
+
+#[test]
+fn every_bad_parameter_is_a_400_naming_it() {
+    let Some(s) = serve(&[], 0) else { return };
+    let cases = [
+        ("/v2.6/quotes/identity", "nonce"),
+        ("/v2.6/quotes/identity?nonce=has-dash", "nonce"),
+        (
+            "/v2.6/quotes/integrity?nonce=abc&mask=0xZZ&partial=0",
+            "mask",
+        ),
+        (
+            "/v2.6/quotes/integrity?nonce=abc&mask=0x1000000&partial=0",
+            "mask",
+        ),
+        (
+            "/v2.6/quotes/integrity?nonce=abc&mask=0x0&partial=yes",
+            "partial",
+        ),
+        (
+            "/v2.6/quotes/integrity?nonce=abc&mask=0x0&partial=1&ima_ml_entry=-3",
+            "ima_ml_entry",
+        ),
+        (
+            "/v2.6/quotes/integrity?nonce=abc&mask=0x0&partial=1&ima_ml_entry=x",
+            "ima_ml_entry",
+        ),
+    ];
+    for (path, name) in cases {
+        let (status, body) = s.get(path);
+        assert_error(status, &body, 400, name);
+    }
+    // The agent is still healthy afterwards.
+    assert_eq!(
+        s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}")).0,
+        200
+    );
+}
+
+#[test]
+fn pubkey_and_agent_info() {
+    let Some(s) = serve(&[], 0) else { return };
+    let (status, body) = s.get("/v2.6/keys/pubkey");
+    assert_eq!(status, 200);
+    assert!(body["results"]["pubkey"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("-----BEGIN PUBLIC KEY-----")));
+    let (status, body) = s.get("/v2.2/agent/info");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["results"]["agent_uuid"],
+        "7c3a4e5f-6071-4c8d-8e9f-1a2b3c4d5e6f"
+    );
+    assert_eq!(body["results"]["tpm_hash_alg"], "sha256");
+    assert!(body["results"]["ak_handle"].is_u64());
+    assert_eq!(
+        s.get("/v2.1/agent/info").0,
+        404,
+        "agent/info exists from 2.2 on"
+    );
+}
+
+#[test]
+fn a_large_ima_log_is_streamed_intact_from_any_offset() {
+    // ~3000 lines is over the inline limit, so this takes the streaming path.
+    let Some(s) = serve(&[], 3000) else { return };
+    let log = std::fs::read_to_string(&s.ima).expect("log");
+    assert!(log.len() > 300 * 1024);
+    let (status, body) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=1&ima_ml_entry=0"
+    ));
+    assert_eq!(status, 200);
+    assert!(
+        body["results"]["ima_measurement_list"].as_str() == Some(log.as_str()),
+        "not byte-identical: {}",
+        &body.to_string()[..200.min(body.to_string().len())]
+    );
+    assert_eq!(body["results"]["ima_measurement_list_entry"], 0);
+    let (_, tail) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=1&ima_ml_entry=2990"
+    ));
+    let expected: String = log.lines().skip(2990).map(|l| format!("{l}\n")).collect();
+    assert!(
+        tail["results"]["ima_measurement_list"].as_str() == Some(expected.as_str()),
+        "tail differs"
+    );
+}
+
+#[test]
+fn a_burst_of_concurrent_quotes_all_succeed() {
+    let Some(s) = serve(&[], 10) else { return };
+    let (port, cert) = (s.port, s.cert());
+    let client = Client {
+        cert: s.client.cert.clone(),
+        key: s.client.key.clone(),
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (cert, client) = (&cert, &client);
+                scope.spawn(move || {
+                    let path = format!("/v2.6/quotes/integrity?nonce=burst{i:04}&mask=0x400&partial={}&ima_ml_entry=0", i % 2);
+                    agent_get(port, &path, cert, Some(client))
+                })
+            })
+            .collect();
+        for h in handles {
+            let (status, body) = h.join().expect("thread").expect("connected");
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(
+                body["results"]["ima_measurement_list"]
+                    .as_str()
+                    .map(|l| l.lines().count()),
+                Some(10)
+            );
+        }
+    });
+    let log = s.agent.output();
+    assert!(!log.contains("ERROR"), "{log}");
+}
