@@ -1,0 +1,330 @@
+//! Attestation benchmark: the TPM's own cost next to what the agent adds.
+//!
+//! Run with `swtpm-ci/bench` (or `cargo bench --bench attestation`). On one
+//! swtpm it prints: the TPM transaction behind a quote measured in-process;
+//! the agent's integrity-quote latency over a fresh mTLS connection per
+//! request (what the verifier does) and over a kept-open connection;
+//! throughput with 1, 4 and 8 concurrent clients; the agent's RSS idle and
+//! after serving a 100,000-entry IMA log from entry 0; and the latency of a
+//! request from a high offset in that log. Figures, not assertions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{free_port, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm};
+use keylime_agent::config::{Config, ConfigSources};
+use keylime_agent::tpm::{QuoteRequest, Tpm, TpmConfig};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+
+const SAMPLES: usize = 200;
+const IMA_ENTRIES: usize = 100_000;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; there is nothing to list.
+    }
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ima = dir.path().join("ima");
+    std::fs::write(&ima, "").expect("ima");
+    ima_entries(&ima, IMA_ENTRIES, 0, None);
+    let log_bytes = std::fs::metadata(&ima).expect("meta").len();
+
+    let tpm_quote = tpm_cost(&tpm, dir.path());
+    let (ca, client) = make_ca_and_client(dir.path(), "bench");
+    let port = free_port();
+    let file = write_config(
+        dir.path(),
+        &[
+            "uuid = \"8d4b5f60-7182-4d9e-9fa0-2b3c4d5e6f70\"".into(),
+            format!("keylime_dir = {:?}", dir.path().display().to_string()),
+            format!("port = {port}"),
+            format!("registrar_port = {}", free_port()),
+            format!("trusted_client_ca = {:?}", ca.display().to_string()),
+            format!("ima_ml_path = {:?}", ima.display().to_string()),
+        ],
+    );
+    let mut agent = Agent::spawn(
+        &file,
+        &tpm.tcti(),
+        &[("RUST_LOG", "warn,keylime_agent=info")],
+    );
+    agent.wait_for("serving API over mTLS", 30);
+    let pid = agent_pid(&agent);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_idle = rss_kib(pid);
+
+    let client = TlsClient::new(port, &dir.path().join("server-cert.crt"), &client);
+    let steady = format!("/v2.6/quotes/integrity?nonce=ABCDEFGHIJ0123456789&mask=0x400&partial=1&ima_ml_entry={IMA_ENTRIES}");
+    for _ in 0..5 {
+        client.fresh(&steady);
+    }
+    let fresh = stats(
+        (0..SAMPLES)
+            .map(|_| timed(|| client.fresh(&steady)))
+            .collect(),
+    );
+    let mut conn = client.connect();
+    let kept = stats(
+        (0..SAMPLES)
+            .map(|_| timed(|| client.on(&mut conn, &steady)))
+            .collect(),
+    );
+    drop(conn);
+    let throughput: Vec<(usize, f64)> = [1usize, 4, 8]
+        .iter()
+        .map(|&n| (n, client.throughput(n, &steady, 400)))
+        .collect();
+    let rss_steady = rss_kib(pid);
+
+    let from_zero =
+        "/v2.6/quotes/integrity?nonce=ABCDEFGHIJ0123456789&mask=0x400&partial=1&ima_ml_entry=0";
+    let mut full_ms = Vec::new();
+    let mut full_bytes = 0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        full_bytes = client.fresh(from_zero);
+        full_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let rss_after_log = rss_kib(pid);
+    let high = format!(
+        "/v2.6/quotes/integrity?nonce=ABCDEFGHIJ0123456789&mask=0x400&partial=1&ima_ml_entry={}",
+        IMA_ENTRIES - 10
+    );
+    let high_offset = stats((0..50).map(|_| timed(|| client.fresh(&high))).collect());
+    drop(agent);
+
+    println!();
+    println!("keylime-agent attestation benchmark (swtpm, {SAMPLES} samples per latency row)");
+    println!("{:-<78}", "");
+    println!("{:<52} {:>11} {:>11}", "", "median", "p95");
+    row(
+        "TPM: PCR16 reset+extend, PCR read, Quote (in-process)",
+        &tpm_quote,
+    );
+    row("agent: integrity quote, fresh mTLS connection each", &fresh);
+    row("agent: integrity quote, kept-open connection", &kept);
+    row(
+        "agent: 10 IMA entries from offset 99,990 (fresh conn)",
+        &high_offset,
+    );
+    println!(
+        "{:<52} {:>10.1} ms",
+        "agent overhead over the TPM, fresh connection",
+        fresh.0 - tpm_quote.0
+    );
+    for (n, qps) in &throughput {
+        println!(
+            "{:<52} {:>8.1} quotes/s",
+            format!("throughput, {n} concurrent client(s), fresh conns"),
+            qps
+        );
+    }
+    println!(
+        "{:<52} {:>8.0} ms  ({:.1} MB log, {} B response)",
+        "serving the 100,000-entry IMA log from entry 0",
+        full_ms.iter().copied().fold(f64::MAX, f64::min),
+        log_bytes as f64 / 1e6,
+        full_bytes
+    );
+    println!(
+        "{:<52} {:>8.1} MB",
+        "RSS idle (after start)",
+        rss_idle as f64 / 1024.0
+    );
+    println!(
+        "{:<52} {:>8.1} MB",
+        "RSS after the latency and throughput runs",
+        rss_steady as f64 / 1024.0
+    );
+    println!(
+        "{:<52} {:>8.1} MB",
+        "RSS after serving the 100,000-entry log 3 times",
+        rss_after_log as f64 / 1024.0
+    );
+}
+
+fn row(name: &str, (median, p95): &(f64, f64)) {
+    println!("{name:<52} {median:>8.2} ms {p95:>8.2} ms");
+}
+
+fn timed(f: impl FnOnce() -> usize) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+fn stats(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.95))
+}
+
+/// The TPM transaction behind one integrity quote, through the agent's own
+/// TPM owner, in this process (no HTTP, no TLS).
+fn tpm_cost(tpm: &Swtpm, dir: &Path) -> (f64, f64) {
+    let file = write_config(
+        dir,
+        &[
+            format!("keylime_dir = {:?}", dir.display().to_string()),
+            "enable_agent_mtls = false".into(),
+        ],
+    );
+    let config = Config::load(&ConfigSources {
+        files: vec![file],
+        files_required: true,
+        overrides: vec![],
+        tcti_env: Some(tpm.tcti()),
+    })
+    .expect("config")
+    .config;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let tpm = Tpm::start(TpmConfig {
+            tcti: config.tcti.clone(),
+            hash_alg: config.tpm_hash_alg,
+            encryption_alg: config.tpm_encryption_alg,
+            signing_alg: config.tpm_signing_alg,
+            ek_handle: None,
+            owner_auth: config.tpm_ownerpassword.clone(),
+            ak_store: config.agent_data_path.clone(),
+        })
+        .await
+        .expect("tpm");
+        let request = QuoteRequest {
+            nonce: b"ABCDEFGHIJ0123456789".to_vec(),
+            pcrs: vec![10, 16],
+            data_pcr_digest: vec![7; 32],
+        };
+        for _ in 0..5 {
+            tpm.quote(request.clone()).await.expect("quote");
+        }
+        let mut ms = Vec::new();
+        for _ in 0..SAMPLES {
+            let start = Instant::now();
+            tpm.quote(request.clone()).await.expect("quote");
+            ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        tpm.shutdown().await;
+        // The agent binary that runs next creates its own AK.
+        let _ = std::fs::remove_file(&config.agent_data_path);
+        stats(ms)
+    })
+}
+
+fn agent_pid(agent: &Agent) -> u32 {
+    agent.pid()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A minimal HTTP/1.1-over-mTLS client, so the figures measure the agent,
+/// not a client library.
+struct TlsClient {
+    port: u16,
+    connector: SslConnector,
+}
+
+impl TlsClient {
+    fn new(port: u16, server_cert: &Path, client: &Client) -> Self {
+        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+        b.set_ca_file(server_cert).expect("ca");
+        b.set_certificate_file(&client.cert, SslFiletype::PEM)
+            .expect("cert");
+        b.set_private_key_file(&client.key, SslFiletype::PEM)
+            .expect("key");
+        b.set_verify(SslVerifyMode::PEER);
+        Self {
+            port,
+            connector: b.build(),
+        }
+    }
+
+    fn connect(&self) -> SslStream<TcpStream> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let mut config = self.connector.configure().expect("configure");
+        config.set_verify_hostname(false);
+        config.connect("agent", tcp).expect("handshake")
+    }
+
+    /// One request on a new connection; returns the body size.
+    fn fresh(&self, path: &str) -> usize {
+        let mut conn = self.connect();
+        self.on(&mut conn, path)
+    }
+
+    /// One request on an open connection; returns the body size.
+    fn on(&self, conn: &mut SslStream<TcpStream>, path: &str) -> usize {
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").expect("write");
+        read_response(conn)
+    }
+
+    fn throughput(&self, clients: usize, path: &str, total: usize) -> f64 {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..clients {
+                s.spawn(|| {
+                    for _ in 0..total / clients {
+                        self.fresh(path);
+                    }
+                });
+            }
+        });
+        (total / clients * clients) as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+/// Reads one response (Content-Length or chunked); panics on a non-200.
+fn read_response(conn: &mut SslStream<TcpStream>) -> usize {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header");
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            break;
+        }
+        if let Some(v) = header.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+        if header.starts_with("transfer-encoding:") && header.contains("chunked") {
+            chunked = true;
+        }
+    }
+    if !chunked {
+        let mut body = vec![0u8; length.expect("content-length")];
+        reader.read_exact(&mut body).expect("body");
+        return body.len();
+    }
+    let mut total = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("chunk size");
+        let size = usize::from_str_radix(line.trim(), 16).expect("hex size");
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).expect("chunk");
+        total += size;
+        if size == 0 {
+            return total;
+        }
+    }
+}
