@@ -6,12 +6,20 @@
 //! (the only code that touches tss-esapi; EK, EK certificate and AK live
 //! there), resolves the [`identity`] (agent id, mTLS certificate, NK), and
 //! registers with the Keylime registrar through [`registrar`], whose
-//! retries follow [`retry`].
+//! retries follow [`retry`]. It serves the [`api`] over mTLS ([`tls`]):
+//! handlers parse requests into typed values and call [`attestation`],
+//! which combines one TPM quote transaction with the [`evidence`] logs.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob
 //! → TPM2_ActivateCredential on the owner thread → HMAC `auth_tag` →
 //! `PUT /agents/{id}`.
+//!
+//! Data flow of an integrity quote: `api` parses nonce, mask, partial and
+//! offset → `attestation` → one job on the TPM owner thread (reset and
+//! extend PCR 16 with H(NK), read PCRs, quote, retry if they moved) → IMA
+//! slice from the line index, UEFI log if PCR 0 → JSON envelope, the IMA
+//! list streamed from the file when large.
 
 pub mod agent;
 pub mod algorithms;
