@@ -30,6 +30,7 @@ pub mod config;
 pub mod crypto;
 pub mod evidence;
 pub mod identity;
+pub mod payload;
 pub mod registrar;
 pub mod retry;
 pub mod secure_fs;

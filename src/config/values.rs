@@ -59,6 +59,42 @@ pub fn host(raw: &str) -> Parsed<String> {
     }
 }
 
+/// A plain file name (no directory part), as for files in the payload directory.
+pub fn file_name(raw: &str) -> Parsed<String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw == "." || raw == ".." || raw.contains('/') || raw.contains('\0') {
+        Err(InvalidValue::new("a file name without '/'"))
+    } else {
+        Ok(raw.to_string())
+    }
+}
+
+/// A tmpfs size as `mount` takes it: digits with an optional k, m, g or % suffix.
+pub fn tmpfs_size(raw: &str) -> Parsed<String> {
+    let raw = raw.trim();
+    let digits = raw.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    let suffix_len = raw.len() - digits.len();
+    if !digits.is_empty()
+        && suffix_len <= 1
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0)
+    {
+        Ok(raw.to_string())
+    } else {
+        Err(InvalidValue::new("a size such as 1m, 512k, 2g or 10%"))
+    }
+}
+
+/// A whole number of seconds, at least 1.
+pub fn seconds(raw: &str) -> Parsed<Duration> {
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| InvalidValue::new("a positive whole number of seconds"))
+}
+
 /// A non-negative integer number of milliseconds.
 pub fn millis(raw: &str) -> Parsed<Duration> {
     raw.trim()
@@ -248,6 +284,22 @@ mod tests {
         );
         assert!(run_as("a:b:c").is_err());
         assert!(run_as(":tss").is_err());
+    }
+
+    #[test]
+    fn file_names_and_sizes() {
+        assert_eq!(file_name("autorun.sh").as_deref(), Ok("autorun.sh"));
+        for bad in ["", "..", "a/b", "/etc/passwd"] {
+            assert!(file_name(bad).is_err(), "{bad}");
+        }
+        for good in ["1m", "512k", "2G", "10%", "4096"] {
+            assert!(tmpfs_size(good).is_ok(), "{good}");
+        }
+        for bad in ["", "m", "1mb", "-1m", "0", "1 m"] {
+            assert!(tmpfs_size(bad).is_err(), "{bad}");
+        }
+        assert!(seconds("0").is_err());
+        assert_eq!(seconds("5"), Ok(Duration::from_secs(5)));
     }
 
     #[test]
