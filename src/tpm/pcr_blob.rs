@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(blob.len(), 136 + 2 * 532);
         assert_eq!(
             &blob[7..10],
-            &[0xff, 0x05, 0x81],
+            &[0xff, 0x04, 0x81],
             "select bits for 0-7, 10, 16, 23"
         );
         assert_eq!(&blob[132..136], &[2, 0, 0, 0]);
