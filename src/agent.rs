@@ -13,7 +13,10 @@ use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
 use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
+use crate::payload::{secure_dir, PayloadService};
+use crate::privileges::{self, PrivilegeError};
 use crate::registrar::{RegistrarClient, RegistrarError, Registration};
+use crate::revocation::Revocation;
 use crate::secure_fs;
 use crate::tls::{self, TlsError};
 use crate::tpm::{Tpm, TpmConfig, TpmError};
@@ -45,6 +48,18 @@ pub enum AgentError {
     /// The TLS configuration was refused.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The secure directory could not be prepared.
+    #[error("secure directory {path}: {source}")]
+    SecureDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Switching to `run_as` failed.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     /// The API server could not bind or run.
     #[error("API server on {addr}: {source}")]
     Server {
@@ -73,6 +88,43 @@ pub struct AgentCore {
     pub registration: Registration,
     /// Quote production.
     pub attestation: Attestation,
+    /// The key exchange and payloads.
+    pub payload: PayloadService,
+    /// Revocation notifications.
+    pub revocation: Revocation,
+}
+
+/// The API server, bound but not yet serving.
+pub struct BoundServer {
+    server: actix_web::dev::Server,
+    addrs: Vec<SocketAddr>,
+    mtls: bool,
+}
+
+impl BoundServer {
+    /// Starts serving.
+    pub fn start(self) -> RunningServer {
+        let handle = self.server.handle();
+        let task = tokio::spawn(self.server);
+        tracing::info!(
+            "serving API {} on {}",
+            if self.mtls {
+                "over mTLS"
+            } else {
+                "over plain HTTP"
+            },
+            self.addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        RunningServer {
+            addrs: self.addrs,
+            handle,
+            task,
+        }
+    }
 }
 
 /// The API server, running.
@@ -111,6 +163,14 @@ impl AgentCore {
             ak_store: config.agent_data_path.clone(),
         })
         .await?;
+        let secure = &config.payload.secure_dir;
+        if let Err(source) = secure_dir::prepare(secure, &config.payload.secure_size) {
+            tpm.shutdown().await;
+            return Err(AgentError::SecureDir {
+                path: secure.display().to_string(),
+                source,
+            });
+        }
         match Self::with_tpm(config, tpm.clone()) {
             Ok(core) => Ok(core),
             Err(e) => {
@@ -168,6 +228,17 @@ impl AgentCore {
             what: "hashing the NK".into(),
             source,
         })?;
+        let payload = PayloadService::new(
+            agent_id.as_str(),
+            payload_key.private_key().clone(),
+            config.payload.clone(),
+            mtls.is_some(),
+        );
+        let revocation = Revocation::new(
+            config.revocation.clone(),
+            crate::payload::unzipped_dir(&config.payload),
+            config.payload.secure_dir.clone(),
+        );
         Ok(Self {
             tpm,
             agent_id,
@@ -176,6 +247,8 @@ impl AgentCore {
             registrar,
             registration,
             attestation,
+            payload,
+            revocation,
         })
     }
 
@@ -189,6 +262,11 @@ impl AgentCore {
 
     /// Binds `ip:port` (mTLS unless disabled) and starts serving the API.
     pub fn start_server(&self, config: &Config) -> Result<RunningServer, AgentError> {
+        Ok(self.bind_server(config)?.start())
+    }
+
+    /// Binds `ip:port` (mTLS unless disabled) without serving yet.
+    pub fn bind_server(&self, config: &Config) -> Result<BoundServer, AgentError> {
         let state = web::Data::new(ApiState {
             attestation: self.attestation.clone(),
             versions: config.api_versions.clone(),
@@ -199,6 +277,8 @@ impl AgentCore {
                 sign_alg: config.tpm_signing_alg,
                 ak_handle: self.tpm.keys().ak_handle,
             },
+            payload: self.payload.clone(),
+            revocation: self.revocation.clone(),
         });
         let server = HttpServer::new(move || App::new().configure(api::configure(state.clone())))
             .disable_signals()
@@ -217,26 +297,10 @@ impl AgentCore {
             None => server.bind(addr).map_err(server_error)?,
         };
         let addrs = server.addrs();
-        let server = server.run();
-        let handle = server.handle();
-        let task = tokio::spawn(server);
-        tracing::info!(
-            "serving API {} on {}",
-            if self.mtls.is_some() {
-                "over mTLS"
-            } else {
-                "over plain HTTP"
-            },
-            addrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(RunningServer {
+        Ok(BoundServer {
+            server: server.run(),
             addrs,
-            handle,
-            task,
+            mtls: self.mtls.is_some(),
         })
     }
 }
@@ -246,13 +310,6 @@ impl AgentCore {
 /// restarted agent answers the verifier even while the registrar is down.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let core = AgentCore::prepare(&config).await?;
-    if let Some(run_as) = &config.run_as {
-        tracing::warn!(
-            "run_as = {}{}: this version does not drop privileges yet; the agent keeps running as the user that started it",
-            run_as.user,
-            run_as.group.as_deref().map(|g| format!(":{g}")).unwrap_or_default()
-        );
-    }
     let keys = core.tpm.keys();
     tracing::info!(
         "agent {} ready: EK {} certificate, AK {}",
@@ -264,7 +321,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         if keys.ak_reused { "reloaded" } else { "new" },
     );
-    let server = match core.start_server(&config) {
+    let server = match core.bind_server(&config).and_then(|bound| {
+        if let Some(run_as) = &config.run_as {
+            let mut owned = vec![
+                config.keylime_dir.as_path(),
+                config.agent_data_path.as_path(),
+            ];
+            owned.extend([
+                config.payload_key.as_path(),
+                config.server_key.as_path(),
+                config.server_cert.as_path(),
+            ]);
+            privileges::drop_to(run_as, &owned)?;
+        }
+        Ok(bound.start())
+    }) {
         Ok(server) => server,
         Err(e) => {
             core.tpm.shutdown().await;

@@ -18,10 +18,12 @@ use serde_json::Value;
 
 const NONCE: &str = "Ai5M5SjYjnkyv4P7itH1";
 
+/// Fields drop in order: the agent stops, its state is unmounted and
+/// deleted, then swtpm is killed.
 struct Served {
-    _tpm: Swtpm,
-    dir: tempfile::TempDir,
     agent: Agent,
+    dir: common::StateDir,
+    _tpm: Swtpm,
     port: u16,
     client: Client,
     ima: PathBuf,
@@ -42,7 +44,7 @@ impl Served {
 /// in the background), and an IMA log of `ima_lines` entries.
 fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
     let tpm = Swtpm::start()?;
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let (ca, client) = make_ca_and_client(dir.path(), "test");
     let ima = dir.path().join("ima");
     std::fs::write(&ima, "").expect("ima");

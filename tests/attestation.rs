@@ -52,7 +52,7 @@ async fn tenant_add_then_continuous_attestation_with_incremental_ima_until_a_pol
         return;
     };
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let ima = dir.path().join("ascii_runtime_measurements");
     let policy = dir.path().join("runtime-policy.json");
     // The policy allows entries 0-7; the log starts with 0-4, in PCR 10.
@@ -130,7 +130,7 @@ fn pcr17_changed_behind_the_agent_is_an_invalid_quote() {
         return;
     };
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let id = "6b2f3d4e-5f60-4b7c-9d8e-0f1a2b3c4d5e";
     let lines = agent_lines(dir.path(), id, Some(&peers));
     let port: u16 = lines

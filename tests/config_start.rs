@@ -34,7 +34,7 @@ fn upstream_agent_conf_with_paths_ports_and_uuid_edited_starts_and_registers() {
     let Some(tpm) = Swtpm::start() else { return };
     let upstream = std::fs::read_to_string(peers.dir.path().join("conf/agent.conf"))
         .expect("upstream agent.conf");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let port = common::free_port().to_string();
     let mut conf = upstream.clone();
     for (key, value) in [
@@ -85,7 +85,7 @@ fn each_bad_value_stops_the_agent_with_one_line() {
         ),
     ];
     for (key, value, shown) in cases {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = common::state_dir();
         let mut lines = vec![format!(
             "keylime_dir = {:?}",
             dir.path().display().to_string()

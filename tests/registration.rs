@@ -24,7 +24,7 @@ fn registers_and_activates_then_reregisters_with_the_same_identity() {
         return;
     };
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
 
     let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
@@ -93,7 +93,7 @@ fn a_new_ak_for_a_registered_id_gets_one_clear_line() {
         return;
     };
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
     let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
     agent.wait_for("registered and activated", 30);
@@ -123,7 +123,7 @@ fn registrar_down_at_start_is_retried_until_it_comes_up() {
         return;
     };
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     // Retry interval capped at 1 s (agent_lines): registration must follow
     // the registrar within about one interval.
     let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
@@ -146,7 +146,7 @@ async fn hundred_register_activate_cycles_leave_no_transient_handles() {
         return;
     };
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let file = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
     let config = Config::load(&ConfigSources {
         files: vec![file],

@@ -41,7 +41,7 @@ fn cert_public_pem(cert_pem: &str) -> String {
 #[tokio::test]
 async fn rsa_ek_certificate_and_persisted_ak_nk_id_survive_a_restart() {
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let cfg = config(dir.path(), &tpm, "generate", &[]);
 
     let first = AgentCore::prepare(&cfg).await.expect("first start");
@@ -97,7 +97,7 @@ async fn rsa_ek_certificate_and_persisted_ak_nk_id_survive_a_restart() {
 #[tokio::test]
 async fn ecc_ek_with_certificate_and_ecdsa_ak() {
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let extra = [
         "tpm_encryption_alg = \"ecc\"",
         "tpm_signing_alg = \"ecdsa\"",
@@ -124,7 +124,7 @@ async fn ecc_ek_with_certificate_and_ecdsa_ak() {
 #[tokio::test]
 async fn failed_activations_leak_no_handle() {
     let Some(tpm) = Swtpm::start() else { return };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = common::state_dir();
     let core = AgentCore::prepare(&config(dir.path(), &tpm, "generate", &[]))
         .await
         .expect("start");

@@ -46,6 +46,15 @@ pub enum ApiError {
     /// The resource exists, the method does not.
     #[error("Method not allowed")]
     MethodNotAllowed,
+    /// A request body that is not the JSON object expected.
+    #[error("{0}")]
+    BadBody(String),
+    /// A request body over the size limit.
+    #[error("Request body larger than {0} bytes")]
+    TooLarge(usize),
+    /// A key half or `keys/verify` request refused.
+    #[error(transparent)]
+    Key(#[from] crate::payload::KeyError),
     /// Attestation failed on the agent's side.
     #[error("Attestation failed on the agent")]
     Attestation(#[from] AttestationError),
@@ -54,9 +63,12 @@ pub enum ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::VersionNotSupported(_) | Self::MissingParam(_) | Self::InvalidParam { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::VersionNotSupported(_)
+            | Self::MissingParam(_)
+            | Self::InvalidParam { .. }
+            | Self::BadBody(_)
+            | Self::Key(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             // A TPM or log failure is temporary from the verifier's view:

@@ -4,6 +4,7 @@
 mod error;
 mod handlers;
 mod integrity_body;
+mod keys;
 mod params;
 
 pub use error::ApiError;
@@ -41,6 +42,10 @@ pub struct ApiState {
     pub versions: Vec<ApiVersion>,
     /// `agent/info` content.
     pub info: AgentInfo,
+    /// The key exchange and payloads.
+    pub payload: crate::payload::PayloadService,
+    /// Revocation notifications.
+    pub revocation: crate::revocation::Revocation,
 }
 
 /// Registers every route on an actix app.
@@ -52,6 +57,13 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
             .service(get("/v{version}/quotes/integrity", handlers::integrity))
             .service(get("/v{version}/keys/pubkey", handlers::pubkey))
             .service(get("/v{version}/agent/info", handlers::info))
+            .service(get("/v{version}/keys/verify", keys::verify))
+            .service(post("/v{version}/keys/ukey", keys::ukey))
+            .service(post("/v{version}/keys/vkey", keys::vkey))
+            .service(post(
+                "/v{version}/notifications/revocation",
+                keys::revocation,
+            ))
             .default_service(web::to(handlers::fallback));
     }
 }
@@ -64,6 +76,17 @@ where
 {
     web::resource(path)
         .route(web::get().to(handler))
+        .default_service(web::to(handlers::method_not_allowed))
+}
+
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
         .default_service(web::to(handlers::method_not_allowed))
 }
 

@@ -45,6 +45,12 @@ impl Query {
         self.typed("nonce")?.ok_or(ApiError::MissingParam("nonce"))
     }
 
+    /// The required `challenge` of `keys/verify` (same form as a nonce).
+    pub fn challenge(&self) -> Result<Nonce, ApiError> {
+        self.typed("challenge")?
+            .ok_or(ApiError::MissingParam("challenge"))
+    }
+
     /// `mask`, 0 (PCR 16 only) when absent.
     pub fn mask(&self) -> Result<PcrMask, ApiError> {
         Ok(self.typed("mask")?.unwrap_or_default())

@@ -634,3 +634,32 @@ fn rand_u32() -> u32 {
     openssl::rand::rand_bytes(&mut b).expect("rand");
     u32::from_le_bytes(b) | 1
 }
+
+/// A temporary agent state directory. The agent mounts a tmpfs on its
+/// `secure/` when it runs as root; dropping this unmounts it, then deletes.
+pub struct StateDir(tempfile::TempDir);
+
+/// A fresh agent state directory.
+pub fn state_dir() -> StateDir {
+    StateDir(tempfile::tempdir().expect("tempdir"))
+}
+
+impl StateDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let secure = self.0.path().join("secure");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let target = secure.display().to_string();
+        if mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        {
+            let _ = Command::new("umount").arg(&secure).status();
+        }
+    }
+}

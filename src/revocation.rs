@@ -1,0 +1,293 @@
+//! Revocation notifications from the verifier: the message is verified
+//! (RSA-PSS/SHA-256 with the revocation certificate) before anything runs;
+//! unsigned, unverifiable or badly signed messages are logged and run
+//! nothing. Verified ones run the configured actions and, if allowed, the
+//! payload's `action_list`, each with the message as a JSON file argument.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::config::RevocationConfig;
+use crate::payload::{action_names, script};
+use crate::{crypto, secure_fs};
+
+/// The certificate name the tenant's `--cert` package carries.
+pub const PAYLOAD_CERT: &str = "RevocationNotifier-cert.crt";
+
+/// A notification that cannot even be read.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct MalformedNotification(pub String);
+
+/// What was decided about a well-formed notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No signature: nothing runs.
+    Unsigned,
+    /// No certificate to verify with yet: nothing runs.
+    NoCertificate,
+    /// The signature does not verify: nothing runs.
+    BadSignature,
+    /// Verified: these actions are being run.
+    Verified(Vec<String>),
+}
+
+/// Revocation handling for one agent; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    config: Arc<RevocationConfig>,
+    unzipped: PathBuf,
+    secure_dir: PathBuf,
+}
+
+impl Revocation {
+    /// Handling with `config`; payload files are looked up in `unzipped`,
+    /// message files are written to `secure_dir`.
+    pub fn new(config: RevocationConfig, unzipped: PathBuf, secure_dir: PathBuf) -> Self {
+        if config.zeromq_requested {
+            tracing::warn!(
+                "enable_revocation_notifications: ZeroMQ notifications are not supported; \
+                 revocations arrive over the agent's REST API (the verifier's default 'agent' notifier)"
+            );
+        }
+        Self {
+            config: Arc::new(config),
+            unzipped,
+            secure_dir,
+        }
+    }
+
+    /// Checks a notification and, when verified, starts its actions in
+    /// the background.
+    pub fn handle(&self, msg: &str, signature: &str) -> Result<Verdict, MalformedNotification> {
+        let event: Value = serde_json::from_str(msg)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| {
+                MalformedNotification("msg is not a JSON object encoded as a string".into())
+            })?;
+        let summary = format!(
+            "revocation notification (type {}, agent {}, event {})",
+            event["type"].as_str().unwrap_or("?"),
+            event["agent_id"].as_str().unwrap_or("?"),
+            event["event_id"].as_str().unwrap_or("-"),
+        );
+        let verdict = self.verify(msg, signature);
+        match &verdict {
+            Verdict::Unsigned => tracing::warn!("{summary} is not signed; no action taken"),
+            Verdict::NoCertificate => tracing::warn!(
+                "{summary}: no revocation certificate at {}; no action taken",
+                self.cert_path().display()
+            ),
+            Verdict::BadSignature => {
+                tracing::warn!("{summary} has an invalid signature; no action taken")
+            }
+            Verdict::Verified(actions) => {
+                tracing::info!("{summary} verified; running {} action(s)", actions.len());
+                let this = self.clone();
+                let (actions, msg) = (actions.clone(), msg.to_string());
+                tokio::spawn(async move { this.run_actions(&actions, &msg).await });
+            }
+        }
+        Ok(verdict)
+    }
+
+    fn cert_path(&self) -> PathBuf {
+        self.config
+            .cert
+            .clone()
+            .unwrap_or_else(|| self.unzipped.join(PAYLOAD_CERT))
+    }
+
+    fn verify(&self, msg: &str, signature: &str) -> Verdict {
+        if signature.trim().is_empty() || signature == "none" {
+            return Verdict::Unsigned;
+        }
+        let Ok(pem) = std::fs::read(self.cert_path()) else {
+            return Verdict::NoCertificate;
+        };
+        let key = openssl::x509::X509::from_pem(&pem).and_then(|c| c.public_key());
+        let (Ok(key), Ok(signature)) = (key, B64.decode(signature.trim())) else {
+            return Verdict::BadSignature;
+        };
+        if crypto::verify_rsa_pss_sha256(&key, msg.as_bytes(), &signature) {
+            Verdict::Verified(
+                self.action_paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            )
+        } else {
+            Verdict::BadSignature
+        }
+    }
+
+    /// Configured actions from `revocation_actions_dir`, then the payload's.
+    fn action_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .config
+            .actions
+            .iter()
+            .map(|n| self.config.actions_dir.join(n))
+            .collect();
+        if self.config.allow_payload_actions {
+            paths.extend(
+                action_names(&self.unzipped)
+                    .into_iter()
+                    .map(|n| self.unzipped.join(n)),
+            );
+        }
+        paths
+    }
+
+    async fn run_actions(&self, actions: &[String], msg: &str) {
+        let file = self
+            .secure_dir
+            .join(format!("revocation-{}.json", uuid::Uuid::new_v4()));
+        if let Err(e) = secure_fs::write_private(&file, msg.as_bytes()) {
+            tracing::error!("cannot write the revocation message for the actions: {e}");
+            return;
+        }
+        for action in actions {
+            let path = Path::new(action);
+            let cwd = path.parent().unwrap_or(Path::new("/"));
+            let label = format!("revocation action {}", path.display());
+            script::run(
+                &label,
+                path,
+                &[file.as_os_str()],
+                cwd,
+                self.config.action_timeout,
+            )
+            .await;
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::{Padding, Rsa};
+    use openssl::sign::{RsaPssSaltlen, Signer};
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    const MSG: &str =
+        r#"{"type": "revocation", "agent_id": "a1", "event_id": "pcr_validation.invalid_pcr_17"}"#;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: PKey<openssl::pkey::Private>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+            let mut b = openssl::x509::X509::builder().expect("builder");
+            b.set_pubkey(&key).expect("pubkey");
+            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
+                .expect("nb");
+            b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).expect("t"))
+                .expect("na");
+            b.sign(&key, MessageDigest::sha256()).expect("sign");
+            let unzipped = dir.path().join("unzipped");
+            std::fs::create_dir_all(&unzipped).expect("mkdir");
+            std::fs::write(
+                unzipped.join(PAYLOAD_CERT),
+                b.build().to_pem().expect("pem"),
+            )
+            .expect("cert");
+            let marker = dir.path().join("marker");
+            let action = dir.path().join("actions/mark.sh");
+            std::fs::create_dir_all(action.parent().expect("parent")).expect("mkdir");
+            std::fs::write(
+                &action,
+                format!("#!/bin/sh\ncp \"$1\" {}\n", marker.display()),
+            )
+            .expect("action");
+            std::fs::set_permissions(&action, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            Self { dir, key }
+        }
+
+        fn revocation(&self) -> Revocation {
+            let config = RevocationConfig {
+                cert: None,
+                actions: vec!["mark.sh".into()],
+                actions_dir: self.dir.path().join("actions"),
+                allow_payload_actions: true,
+                action_timeout: Duration::from_secs(5),
+                zeromq_requested: false,
+            };
+            Revocation::new(
+                config,
+                self.dir.path().join("unzipped"),
+                self.dir.path().to_path_buf(),
+            )
+        }
+
+        fn sign(&self, msg: &str) -> String {
+            let mut s = Signer::new(MessageDigest::sha256(), &self.key).expect("signer");
+            s.set_rsa_padding(Padding::PKCS1_PSS).expect("pss");
+            s.set_rsa_pss_saltlen(RsaPssSaltlen::MAXIMUM_LENGTH)
+                .expect("salt");
+            s.update(msg.as_bytes()).expect("update");
+            B64.encode(s.sign_to_vec().expect("sign"))
+        }
+
+        fn marker(&self) -> PathBuf {
+            self.dir.path().join("marker")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signed_notification_runs_the_action_with_the_message_file() {
+        let f = Fixture::new();
+        let verdict = f
+            .revocation()
+            .handle(MSG, &f.sign(MSG))
+            .expect("well-formed");
+        assert!(
+            matches!(verdict, Verdict::Verified(ref a) if a.len() == 1),
+            "{verdict:?}"
+        );
+        for _ in 0..100 {
+            if f.marker().exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(std::fs::read_to_string(f.marker()).expect("marker"), MSG);
+    }
+
+    #[tokio::test]
+    async fn unsigned_forged_or_unverifiable_notifications_run_nothing() {
+        let f = Fixture::new();
+        let r = f.revocation();
+        assert_eq!(r.handle(MSG, "").expect("ok"), Verdict::Unsigned);
+        let forged = f.sign(r#"{"type": "revocation", "agent_id": "someone else"}"#);
+        assert_eq!(r.handle(MSG, &forged).expect("ok"), Verdict::BadSignature);
+        assert_eq!(
+            r.handle(MSG, "not base64!").expect("ok"),
+            Verdict::BadSignature
+        );
+        std::fs::remove_file(f.dir.path().join("unzipped").join(PAYLOAD_CERT)).expect("rm");
+        assert_eq!(
+            r.handle(MSG, &f.sign(MSG)).expect("ok"),
+            Verdict::NoCertificate
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!f.marker().exists());
+        assert!(r.handle("not json", "").is_err());
+        assert!(r.handle("\"a string\"", "").is_err());
+    }
+}
