@@ -663,3 +663,84 @@ impl Drop for StateDir {
         }
     }
 }
+
+/// `curl -X POST` of a JSON body to an agent; `(status, body)` or curl's exit code.
+pub fn agent_post(
+    port: u16,
+    path: &str,
+    server_cert: &Path,
+    client: &Client,
+    body: &str,
+) -> Result<(u16, serde_json::Value), i32> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "30",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            "--cacert",
+        ])
+        .arg(server_cert)
+        .arg("--cert")
+        .arg(&client.cert)
+        .arg("--key")
+        .arg(&client.key)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("curl");
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    Ok((
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+impl Peers {
+    /// The tenant's client certificate, to talk to agents as the verifier does.
+    pub fn client(&self) -> Client {
+        Client {
+            cert: self.cv_ca().join("client-cert.crt"),
+            key: self.cv_ca().join("client-private.pem"),
+        }
+    }
+
+    /// Creates the tenant's certificate authority for `--cert` packages.
+    pub fn init_ca(&self) -> PathBuf {
+        let ca = self.dir.path().join("tenant-ca");
+        let out = Command::new(script("peers"))
+            .args(["run"])
+            .arg(self.dir.path())
+            .args(["keylime_ca", "-c", "init", "-d"])
+            .arg(&ca)
+            .output()
+            .expect("keylime_ca");
+        assert!(
+            out.status.success(),
+            "keylime_ca init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ca
+    }
+}

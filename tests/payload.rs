@@ -1,0 +1,290 @@
+//! Secure payloads and revocation end to end with the real Keylime 7.14.3
+//! tenant and verifier: `-f FILE --verify`, a zip with `autorun.sh`, a
+//! `--cert` package, and signed revocation notifications between two
+//! agents attested by one verifier.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{agent_lines, agent_post, wait_until, write_config, Agent, Peers, StateDir, Swtpm};
+
+const PCR17_POLICY: &str =
+    r#"{"17":["ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"]}"#;
+
+struct Node {
+    agent: Agent,
+    dir: StateDir,
+    tpm: Swtpm,
+    port: u16,
+    id: String,
+}
+
+impl Node {
+    fn start(peers: &Peers, id: &str, extra: &[String]) -> Option<Self> {
+        let tpm = Swtpm::start()?;
+        let dir = common::state_dir();
+        let mut lines = agent_lines(dir.path(), id, Some(peers));
+        lines.extend(extra.iter().cloned());
+        let port: u16 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("port = "))
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let file = write_config(dir.path(), &lines);
+        let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+        agent.wait_for("registered and activated", 30);
+        Some(Self {
+            agent,
+            dir,
+            tpm,
+            port,
+            id: id.into(),
+        })
+    }
+
+    fn unzipped(&self) -> PathBuf {
+        self.dir.path().join("secure/unzipped")
+    }
+
+    fn add(&self, peers: &Peers, extra: &[&str]) -> String {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "-c",
+            "add",
+            "-u",
+            &self.id,
+            "-t",
+            "127.0.0.1",
+            "-tp",
+            &port,
+            "--tpm_policy",
+            PCR17_POLICY,
+        ];
+        args.extend_from_slice(extra);
+        let out = peers.tenant(&args);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "tenant add failed:\n{log}");
+        log
+    }
+}
+
+#[test]
+fn a_file_payload_is_verified_by_the_tenant_and_stored_byte_identical() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(node) = Node::start(&peers, "1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b", &[]) else {
+        return;
+    };
+    let file = node.dir.path().join("payload.bin");
+    let mut content = vec![0u8; 70_000];
+    openssl::rand::rand_bytes(&mut content).expect("rand");
+    std::fs::write(&file, &content).expect("write");
+    let log = node.add(&peers, &["-f", file.to_str().expect("utf8"), "--verify"]);
+    assert!(
+        log.contains("Successful key derivation"),
+        "the tenant's keys/verify check: {log}"
+    );
+    let stored = node.unzipped().join("decrypted_payload");
+    assert!(wait_until(10, || stored.exists()));
+    assert!(
+        std::fs::read(&stored).expect("read") == content,
+        "decrypted payload differs from the file"
+    );
+    let key = std::fs::metadata(node.unzipped().join("derived_tci_key")).expect("K stored");
+    assert_eq!((key.len(), key.permissions().mode() & 0o777), (32, 0o600));
+    let agent_log = node.agent.output();
+    assert!(
+        !agent_log.contains(&hex::encode(
+            std::fs::read(node.unzipped().join("derived_tci_key")).expect("k")
+        )),
+        "K must never be logged"
+    );
+}
+
+fn zip(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut buf);
+    for (name, body) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .expect("start");
+        w.write_all(body.as_bytes()).expect("write");
+    }
+    w.finish().expect("finish");
+    buf.into_inner()
+}
+
+#[test]
+fn a_zip_payload_is_extracted_and_its_autorun_script_runs() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(node) = Node::start(&peers, "2a3b4c5d-6e7f-4a8b-9c0d-1e2f3a4b5c6d", &[]) else {
+        return;
+    };
+    let marker = node.dir.path().join("autorun-ran");
+    let script = format!(
+        "#!/bin/sh\necho \"autorun in $(pwd)\"\ncat data.txt > {}\n",
+        marker.display()
+    );
+    let payload = node.dir.path().join("payload.zip");
+    std::fs::write(
+        &payload,
+        zip(&[("autorun.sh", &script), ("data.txt", "from the payload\n")]),
+    )
+    .expect("zip");
+    node.add(&peers, &["-f", payload.to_str().expect("utf8"), "--verify"]);
+    assert!(
+        wait_until(20, || marker.exists()),
+        "autorun.sh did not run:\n{}",
+        node.agent.output()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).expect("marker"),
+        "from the payload\n"
+    );
+    assert!(node.unzipped().join("data.txt").exists());
+    let log = node.agent.output();
+    assert!(
+        log.contains("payload script: autorun in"),
+        "script output drained to the log: {log}"
+    );
+    assert!(
+        log.contains("payload script: exited with status 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_cert_package_is_delivered() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let id = "3b4c5d6e-7f80-4a9b-8c1d-2e3f4a5b6c7d";
+    let Some(node) = Node::start(&peers, id, &[]) else {
+        return;
+    };
+    let ca = peers.init_ca();
+    node.add(&peers, &["--cert", ca.to_str().expect("utf8")]);
+    for name in [
+        format!("{id}-cert.crt"),
+        format!("{id}-private.pem"),
+        "cacert.crt".into(),
+        "RevocationNotifier-cert.crt".into(),
+    ] {
+        let path = node.unzipped().join(&name);
+        assert!(
+            wait_until(20, || path.exists()),
+            "{name} not delivered:\n{}",
+            node.agent.output()
+        );
+    }
+}
+
+fn marker_action(dir: &Path, marker: &Path) -> PathBuf {
+    let actions = dir.join("actions");
+    std::fs::create_dir_all(&actions).expect("mkdir");
+    let action = actions.join("record.sh");
+    std::fs::write(
+        &action,
+        format!("#!/bin/sh\ncp \"$1\" {}\n", marker.display()),
+    )
+    .expect("action");
+    std::fs::set_permissions(&action, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    actions
+}
+
+#[test]
+fn a_signed_revocation_runs_the_other_agents_action_and_forgeries_run_nothing() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let ca = peers.init_ca();
+    let Some(failing) = Node::start(&peers, "4c5d6e7f-8091-4aab-9c2d-3e4f5a6b7c8d", &[]) else {
+        return;
+    };
+    let marker_dir = common::state_dir();
+    let marker = marker_dir.path().join("revoked.json");
+    let actions = marker_action(marker_dir.path(), &marker);
+    let extra = [
+        "revocation_actions = \"record.sh\"".to_string(),
+        format!(
+            "revocation_actions_dir = {:?}",
+            actions.display().to_string()
+        ),
+    ];
+    let Some(watcher) = Node::start(&peers, "5d6e7f80-91a2-4bbc-8d3e-4f5a6b7c8d9e", &extra) else {
+        return;
+    };
+    failing.add(&peers, &["--cert", ca.to_str().expect("utf8")]);
+    watcher.add(&peers, &["--cert", ca.to_str().expect("utf8")]);
+    let cert = watcher.unzipped().join("RevocationNotifier-cert.crt");
+    assert!(
+        wait_until(20, || cert.exists()),
+        "no revocation certificate delivered"
+    );
+    for node in [&failing, &watcher] {
+        assert!(
+            wait_until(40, || peers.verifier_state(&node.id).1 >= 1),
+            "{}",
+            peers.verifier_agent(&node.id)
+        );
+    }
+
+    // Unsigned and forged notifications are answered but run nothing.
+    let msg =
+        serde_json::json!({"type": "revocation", "agent_id": failing.id, "event_id": "forged"})
+            .to_string();
+    let client = peers.client();
+    let server_cert = watcher.dir.path().join("server-cert.crt");
+    for signature in ["", "bm90IGEgc2lnbmF0dXJl"] {
+        let body = serde_json::json!({"msg": msg, "signature": signature}).to_string();
+        let (status, reply) = agent_post(
+            watcher.port,
+            "/v2.6/notifications/revocation",
+            &server_cert,
+            &client,
+            &body,
+        )
+        .expect("post");
+        assert_eq!(status, 200, "{reply}");
+        assert_ne!(reply["status"], "Success");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        !marker.exists(),
+        "a forged or unsigned notification ran an action"
+    );
+
+    // The real thing: PCR 17 changes on one node, the verifier revokes it,
+    // and the other node's action runs with the signed message.
+    failing.tpm.change_pcr17();
+    assert!(
+        wait_until(30, || peers.verifier_state(&failing.id).0 == 9),
+        "{}",
+        peers.verifier_agent(&failing.id)
+    );
+    assert!(
+        wait_until(30, || marker.exists()),
+        "no action ran:\n{}",
+        watcher.agent.output()
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&marker).expect("marker")).expect("JSON");
+    assert_eq!(event["agent_id"], failing.id.as_str());
+    assert_eq!(event["type"], "revocation");
+    assert_eq!(
+        peers.verifier_state(&watcher.id).0,
+        3,
+        "the healthy node keeps attesting"
+    );
+}
