@@ -9,6 +9,8 @@
 //! retries follow [`retry`]. It serves the [`api`] over mTLS ([`tls`]):
 //! handlers parse requests into typed values and call [`attestation`],
 //! which combines one TPM quote transaction with the [`evidence`] logs.
+//! Key halves and payloads go to [`payload`], notifications to
+//! [`revocation`]; [`privileges`] drops root once everything is set up.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob

@@ -471,3 +471,98 @@ fn a_burst_of_concurrent_quotes_all_succeed() {
     let log = s.agent.output();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[test]
+fn key_requests_with_bad_input_get_400s_and_change_nothing() {
+    let Some(s) = serve(&[], 0) else { return };
+    let post = |path: &str, body: &str| {
+        common::agent_post(s.port, path, &s.cert(), &s.client, body)
+            .unwrap_or_else(|code| panic!("curl {path}: {code}"))
+    };
+    let (status, body) = s.get("/v2.6/keys/verify?challenge=1234567890ABCDEFHIJK");
+    assert_error(status, &body, 400, "Bootstrap key not yet available.");
+    let (status, body) = s.get("/v2.6/keys/verify");
+    assert_error(status, &body, 400, "challenge");
+    let cases = [
+        ("/v2.6/keys/ukey", "not json", "Invalid JSON body"),
+        ("/v2.6/keys/ukey", r#"{"auth_tag": "00"}"#, "encrypted_key"),
+        (
+            "/v2.6/keys/ukey",
+            r#"{"encrypted_key": "!!!", "auth_tag": "00"}"#,
+            "not base64",
+        ),
+        (
+            "/v2.6/keys/vkey",
+            r#"{"encrypted_key": "AAAA"}"#,
+            "does not decrypt",
+        ),
+        (
+            "/v2.6/notifications/revocation",
+            r#"{"msg": "not json", "signature": ""}"#,
+            "JSON object",
+        ),
+    ];
+    for (path, body, needle) in cases {
+        let (status, reply) = post(path, body);
+        assert_error(status, &reply, 400, needle);
+    }
+    let big = format!(r#"{{"encrypted_key": "{}"}}"#, "A".repeat(17 * 1024 * 1024));
+    let (status, reply) = post("/v2.6/keys/vkey", &big);
+    assert_error(status, &reply, 413, "larger than");
+    let (status, reply) = post(
+        "/v2.6/notifications/revocation",
+        r#"{"msg": "{\"type\": \"revocation\"}", "signature": ""}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply["status"]
+            .as_str()
+            .is_some_and(|t| t.contains("not signed")),
+        "{reply}"
+    );
+    // Still no key, still healthy.
+    assert_eq!(s.get("/v2.6/keys/verify?challenge=abc").0, 400);
+    assert_eq!(
+        s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}")).0,
+        200
+    );
+}
+
+#[test]
+fn run_as_drops_root_and_the_agent_keeps_answering() {
+    if !nix::unistd::geteuid().is_root() {
+        common::skip::<()>("the privilege drop test needs root");
+        return;
+    }
+    let Some(uid) = nix::unistd::User::from_name("keylime")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+    else {
+        common::skip::<()>("no keylime user (swtpm-ci/install creates it)");
+        return;
+    };
+    let Some(s) = serve(&["run_as = \"keylime:tss\"".into()], 3) else {
+        return;
+    };
+    let log = s.agent.output();
+    assert!(log.contains("now running as keylime"), "{log}");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", s.agent.pid())).expect("status");
+    let uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid line")
+        .split_whitespace()
+        .map(|v| v.parse().expect("uid"))
+        .collect();
+    assert_eq!(uids, vec![uid; 4], "real, effective, saved and fs uid");
+    let (status, body) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=0&ima_ml_entry=0"
+    ));
+    assert_eq!(status, 200, "{body}");
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(s.dir.path().join("agent_data.json")).expect("meta"),
+    );
+    assert_eq!(owner, uid, "state handed to the run_as user");
+}

@@ -2,7 +2,10 @@
 //! would land outside it: `..` components, absolute paths, and symlinks.
 
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use crate::secure_fs;
 
 /// The zip local-file-header signature.
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
@@ -39,14 +42,20 @@ pub fn extract(data: &[u8], dest: &Path) -> io::Result<Vec<PathBuf>> {
     for (i, relative, is_dir) in planned {
         let target = dest.join(&relative);
         if is_dir {
-            std::fs::create_dir_all(&target)?;
+            secure_fs::ensure_private_dir(&target)?;
             continue;
         }
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
+            secure_fs::ensure_private_dir(parent)?;
         }
         let mut entry = archive.by_index(i).map_err(|e| bad(e.to_string()))?;
-        let mut out = std::fs::File::create(&target)?;
+        // Payload files are secrets: owner-only, whatever the archive says.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&target)?;
         let copied = io::copy(&mut (&mut entry).take(MAX_UNPACKED - total), &mut out)?;
         total += copied;
         if total >= MAX_UNPACKED {
