@@ -566,3 +566,63 @@ fn run_as_drops_root_and_the_agent_keeps_answering() {
     );
     assert_eq!(owner, uid, "state handed to the run_as user");
 }
+
+#[test]
+fn an_ecc_ak_signs_quotes_with_ecdsa() {
+    let extra = [
+        "tpm_encryption_alg = \"ecc\"".to_string(),
+        "tpm_signing_alg = \"ecdsa\"".to_string(),
+    ];
+    let Some(s) = serve(&extra, 0) else { return };
+    let (status, body) = s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}"));
+    assert_eq!(status, 200, "{body}");
+    let r = &body["results"];
+    assert_eq!(
+        (r["enc_alg"].as_str(), r["sign_alg"].as_str()),
+        (Some("ecc256"), Some("ecdsa"))
+    );
+    let parts: Vec<Vec<u8>> = r["quote"].as_str().expect("quote")[1..]
+        .split(':')
+        .map(|p| B64.decode(p).expect("b64"))
+        .collect();
+    let (attest, sig) = (&parts[0], &parts[1]);
+    assert_eq!(
+        &sig[..4],
+        &[0x00, 0x18, 0x00, 0x0b],
+        "TPMT_SIGNATURE: ECDSA with SHA-256"
+    );
+    // r and s are TPM2Bs: u16 size then the bytes.
+    let r_len = usize::from(u16::from_be_bytes([sig[4], sig[5]]));
+    let r_bytes = &sig[6..6 + r_len];
+    let s_len = usize::from(u16::from_be_bytes([sig[6 + r_len], sig[7 + r_len]]));
+    let s_bytes = &sig[8 + r_len..8 + r_len + s_len];
+    let der = openssl::ecdsa::EcdsaSig::from_private_components(
+        openssl::bn::BigNum::from_slice(r_bytes).expect("r"),
+        openssl::bn::BigNum::from_slice(s_bytes).expect("s"),
+    )
+    .and_then(|sig| sig.to_der())
+    .expect("DER signature");
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent_data.json")).expect("ak"))
+            .expect("json");
+    let ak_tpm = B64
+        .decode(stored["public"].as_str().expect("public"))
+        .expect("b64");
+    let ak_public =
+        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
+            .and_then(tss_esapi::structures::Public::try_from)
+            .expect("TPM2B_PUBLIC");
+    let ak = openssl::pkey::PKey::public_key_from_pem(
+        keylime_agent::tpm::public_key_pem(&ak_public)
+            .expect("pem")
+            .as_bytes(),
+    )
+    .expect("ak");
+    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
+        .expect("verifier");
+    verifier.update(attest).expect("update");
+    assert!(
+        verifier.verify(&der).expect("verify"),
+        "ECDSA quote signature must verify with the ECC AK"
+    );
+}
