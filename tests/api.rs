@@ -626,3 +626,37 @@ fn an_ecc_ak_signs_quotes_with_ecdsa() {
         "ECDSA quote signature must verify with the ECC AK"
     );
 }
+
+#[test]
+fn with_mtls_off_the_api_is_plain_http_and_the_agent_says_so() {
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let port = free_port();
+    let file = write_config(
+        dir.path(),
+        &[
+            format!("keylime_dir = {:?}", dir.path().display().to_string()),
+            format!("port = {port}"),
+            format!("registrar_port = {}", free_port()),
+            "enable_agent_mtls = false".into(),
+        ],
+    );
+    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+    agent.wait_for("serving API over plain HTTP", 30);
+    assert!(
+        agent.output().contains("WARN enable_agent_mtls = false"),
+        "{}",
+        agent.output()
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/version"))
+        .output()
+        .expect("curl");
+    let body: Value = serde_json::from_slice(&out.stdout).expect("JSON over plain HTTP");
+    assert_eq!(body["results"]["supported_version"], "2.6");
+    assert!(
+        !dir.path().join("server-cert.crt").exists(),
+        "no mTLS certificate is made"
+    );
+}

@@ -150,3 +150,78 @@ async fn failed_activations_leak_no_handle() {
     );
     assert_eq!(tpm.transient_handles(), Vec::<u32>::new());
 }
+
+fn tpm2(tpm: &Swtpm, args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .expect("tpm2-tools");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_persistent_ek_handle_is_used_and_not_flushed() {
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    // swtpm_setup leaves the RSA EK persistent at the TCG's usual handle.
+    tpm2(&tpm, &["tpm2_readpublic", "-c", "0x81010001"]);
+    let cfg = config(dir.path(), &tpm, "hash_ek", &["ek_handle = \"0x81010001\""]);
+    let core = AgentCore::prepare(&cfg)
+        .await
+        .expect("start with a persistent EK");
+    let keys = core.tpm.keys().clone();
+    let cert = keys.ek_cert_pem.clone().expect("certificate");
+    assert_eq!(
+        cert_public_pem(&cert),
+        keys.ek_public_pem,
+        "the persistent EK is the certified one"
+    );
+    assert_eq!(
+        core.tpm.transient_handles().await.expect("handles").len(),
+        1,
+        "only the AK is transient"
+    );
+    core.tpm.shutdown().await;
+    assert_eq!(tpm.transient_handles(), Vec::<u32>::new());
+    // Still there for the next start.
+    let again = AgentCore::prepare(&cfg).await.expect("second start");
+    assert_eq!(again.tpm.keys().ek_public, keys.ek_public);
+    assert!(again.tpm.keys().ak_reused);
+    again.tpm.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_endorsement_password_is_used_in_plain_and_hex_form() {
+    let Some(tpm) = Swtpm::start() else { return };
+    tpm2(&tpm, &["tpm2_changeauth", "-c", "e", "s3cret"]);
+    let dir = common::state_dir();
+    let without = config(dir.path(), &tpm, "generate", &[]);
+    let err = AgentCore::prepare(&without)
+        .await
+        .expect_err("no password, no EK");
+    assert!(err.to_string().contains("TPM"), "{err}");
+    assert_eq!(
+        tpm.transient_handles(),
+        Vec::<u32>::new(),
+        "nothing left after the failure"
+    );
+    for form in ["s3cret", "hex:733363726574"] {
+        let dir = common::state_dir();
+        let cfg = config(
+            dir.path(),
+            &tpm,
+            "generate",
+            &[&format!("tpm_ownerpassword = {form:?}")],
+        );
+        let core = AgentCore::prepare(&cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        core.tpm.shutdown().await;
+    }
+    assert_eq!(tpm.transient_handles(), Vec::<u32>::new());
+}
