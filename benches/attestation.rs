@@ -19,7 +19,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{free_port, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm};
-use keylime_agent::config::{Config, ConfigSources};
 use keylime_agent::tpm::{QuoteRequest, Tpm, TpmConfig};
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
 
@@ -177,14 +176,7 @@ fn tpm_cost(tpm: &Swtpm, dir: &Path) -> (f64, f64) {
             "enable_agent_mtls = false".into(),
         ],
     );
-    let config = Config::load(&ConfigSources {
-        files: vec![file],
-        files_required: true,
-        overrides: vec![],
-        tcti_env: Some(tpm.tcti()),
-    })
-    .expect("config")
-    .config;
+    let config = common::load_config(file, tpm.tcti());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let tpm = Tpm::start(TpmConfig {

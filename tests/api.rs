@@ -74,6 +74,22 @@ fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
     })
 }
 
+/// The AK's public key, from the TPM2B_PUBLIC persisted in agent_data.json.
+fn ak_public_key(dir: &std::path::Path) -> openssl::pkey::PKey<openssl::pkey::Public> {
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("agent_data.json")).expect("ak"))
+            .expect("json");
+    let ak_tpm = B64
+        .decode(stored["public"].as_str().expect("public"))
+        .expect("b64");
+    let public =
+        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
+            .and_then(tss_esapi::structures::Public::try_from)
+            .expect("TPM2B_PUBLIC");
+    let pem = keylime_agent::tpm::public_key_pem(&public).expect("pem");
+    openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).expect("AK key")
+}
+
 fn assert_error(status: u16, body: &Value, expected: u16, needle: &str) {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["code"], expected, "{body}");
@@ -234,18 +250,7 @@ fn identity_quote_fields_types_and_pcr16_binding() {
         "PCR 16 = H(0 ‖ H(pubkey))"
     );
     // The signature verifies with the persisted AK over the attest bytes.
-    let stored: Value =
-        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent_data.json")).expect("ak"))
-            .expect("json");
-    let ak_tpm = B64
-        .decode(stored["public"].as_str().expect("public"))
-        .expect("b64");
-    let ak_public =
-        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
-            .and_then(tss_esapi::structures::Public::try_from)
-            .expect("TPM2B_PUBLIC");
-    let ak_pem = keylime_agent::tpm::public_key_pem(&ak_public).expect("pem");
-    let ak = openssl::pkey::PKey::public_key_from_pem(ak_pem.as_bytes()).expect("ak key");
+    let ak = ak_public_key(s.dir.path());
     let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
         .expect("verifier");
     verifier.update(&attest).expect("update");
@@ -602,22 +607,7 @@ fn an_ecc_ak_signs_quotes_with_ecdsa() {
     )
     .and_then(|sig| sig.to_der())
     .expect("DER signature");
-    let stored: Value =
-        serde_json::from_slice(&std::fs::read(s.dir.path().join("agent_data.json")).expect("ak"))
-            .expect("json");
-    let ak_tpm = B64
-        .decode(stored["public"].as_str().expect("public"))
-        .expect("b64");
-    let ak_public =
-        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
-            .and_then(tss_esapi::structures::Public::try_from)
-            .expect("TPM2B_PUBLIC");
-    let ak = openssl::pkey::PKey::public_key_from_pem(
-        keylime_agent::tpm::public_key_pem(&ak_public)
-            .expect("pem")
-            .as_bytes(),
-    )
-    .expect("ak");
+    let ak = ak_public_key(s.dir.path());
     let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
         .expect("verifier");
     verifier.update(attest).expect("update");

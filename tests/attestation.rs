@@ -10,7 +10,6 @@ mod common;
 
 use common::{agent_lines, ima_entries, wait_until, write_config, Agent, Peers, Swtpm};
 use keylime_agent::agent::AgentCore;
-use keylime_agent::config::{Config, ConfigSources};
 
 /// PCR 17 of a fresh swtpm: all ones until a DRTM sequence changes it.
 const PCR17_POLICY: &str =
@@ -63,13 +62,7 @@ async fn tenant_add_then_continuous_attestation_with_incremental_ima_until_a_pol
     let mut lines = agent_lines(dir.path(), id, Some(&peers));
     lines.push(format!("ima_ml_path = {:?}", ima.display().to_string()));
     let file = write_config(dir.path(), &lines);
-    let sources = ConfigSources {
-        files: vec![file],
-        files_required: true,
-        overrides: vec![],
-        tcti_env: Some(tpm.tcti()),
-    };
-    let config = Config::load(&sources).expect("config").config;
+    let config = common::load_config(file, tpm.tcti());
     let core = AgentCore::prepare(&config).await.expect("prepare");
     let server = core.start_server(&config).expect("server");
     core.register().await.expect("register");

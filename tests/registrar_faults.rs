@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{write_config, Swtpm};
 use keylime_agent::agent::{AgentCore, AgentError};
-use keylime_agent::config::{Config, ConfigSources};
+use keylime_agent::config::Config;
 use keylime_agent::registrar::RegistrarError;
 
 type Seen = Arc<Mutex<Vec<(Instant, String)>>>;
@@ -73,14 +73,7 @@ fn config(tpm: &Swtpm, dir: &std::path::Path, registrar_port: u16, retries: &str
         format!("exponential_backoff_max_retries = {retries}"),
     ];
     let file = write_config(dir, &lines);
-    Config::load(&ConfigSources {
-        files: vec![file],
-        files_required: true,
-        overrides: vec![],
-        tcti_env: Some(tpm.tcti()),
-    })
-    .expect("config")
-    .config
+    common::load_config(file, tpm.tcti())
 }
 
 #[tokio::test]

@@ -14,7 +14,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::{agent_lines, write_config, Agent, Peers, Swtpm};
 use keylime_agent::agent::AgentCore;
-use keylime_agent::config::{Config, ConfigSources};
 
 const ID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 
@@ -148,14 +147,7 @@ async fn hundred_register_activate_cycles_leave_no_transient_handles() {
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
     let file = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
-    let config = Config::load(&ConfigSources {
-        files: vec![file],
-        files_required: true,
-        overrides: vec![],
-        tcti_env: Some(tpm.tcti()),
-    })
-    .expect("config")
-    .config;
+    let config = common::load_config(file, tpm.tcti());
     let core = AgentCore::prepare(&config).await.expect("prepare");
     let baseline = core.tpm.transient_handles().await.expect("handles");
     assert_eq!(baseline.len(), 2, "EK and AK only");

@@ -10,21 +10,14 @@ use std::path::Path;
 
 use common::{write_config, Swtpm};
 use keylime_agent::agent::AgentCore;
-use keylime_agent::config::{Config, ConfigSources};
+use keylime_agent::config::Config;
 use keylime_agent::tpm::CredentialBlob;
 
 fn config(dir: &Path, tpm: &Swtpm, uuid: &str, extra: &[&str]) -> Config {
     let mut lines = common::agent_lines(dir, uuid, None);
     lines.extend(extra.iter().map(|s| s.to_string()));
     let file = write_config(dir, &lines);
-    Config::load(&ConfigSources {
-        files: vec![file],
-        files_required: true,
-        overrides: vec![],
-        tcti_env: Some(tpm.tcti()),
-    })
-    .expect("config")
-    .config
+    common::load_config(file, tpm.tcti())
 }
 
 fn cert_public_pem(cert_pem: &str) -> String {

@@ -10,8 +10,14 @@ pub use agent_id::{AgentId, AgentIdSource};
 pub use mtls::MtlsIdentity;
 pub use payload_key::PayloadKey;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use openssl::pkey::{PKey, Private};
+use openssl::symm::Cipher;
 use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::secure_fs;
 
 /// A failure to establish the agent's identity.
 #[derive(Debug, Error)]
@@ -54,4 +60,50 @@ impl IdentityError {
         let what = what.into();
         move |source| Self::Crypto { what, source }
     }
+}
+
+/// Loads the private key at `path` (PEM, encrypted when `password` is not
+/// empty), or makes one with `generate` and stores it there (0600,
+/// PKCS#8, AES-256 when a password is set). `what` names the key in errors.
+/// Returns the key and whether it was created now.
+fn load_or_generate_key(
+    path: &Path,
+    password: &str,
+    what: &'static str,
+    generate: impl FnOnce() -> Result<PKey<Private>, openssl::error::ErrorStack>,
+) -> Result<(PKey<Private>, bool), IdentityError> {
+    let io = |source| IdentityError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        let (pem, loosened) = secure_fs::read_private(path).map_err(io)?;
+        if loosened {
+            tracing::warn!(
+                "{} was readable by others; its mode is now 0600",
+                path.display()
+            );
+        }
+        let pem = Zeroizing::new(pem);
+        let key = if password.is_empty() {
+            PKey::private_key_from_pem(&pem)
+        } else {
+            PKey::private_key_from_pem_passphrase(&pem, password.as_bytes())
+        }
+        .map_err(IdentityError::crypto(format!(
+            "reading {what} {}",
+            path.display()
+        )))?;
+        return Ok((key, false));
+    }
+    let key = generate().map_err(IdentityError::crypto(format!("generating the {what}")))?;
+    let pem = if password.is_empty() {
+        key.private_key_to_pem_pkcs8()
+    } else {
+        key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), password.as_bytes())
+    }
+    .map_err(IdentityError::crypto(format!("encoding the {what}")))?;
+    secure_fs::write_private(path, &Zeroizing::new(pem)).map_err(io)?;
+    Ok((key, true))
 }

@@ -11,7 +11,6 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::symm::Cipher;
 use openssl::x509::extension::{SubjectAlternativeName, SubjectKeyIdentifier};
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
@@ -107,42 +106,11 @@ impl MtlsIdentity {
 }
 
 fn load_or_create_key(path: &Path, password: &str) -> Result<PKey<Private>, IdentityError> {
-    let io = |source| IdentityError::Io {
-        what: "mTLS key",
-        path: path.to_path_buf(),
-        source,
-    };
-    if path.exists() {
-        let (pem, loosened) = secure_fs::read_private(path).map_err(io)?;
-        if loosened {
-            tracing::warn!(
-                "{} was readable by others; its mode is now 0600",
-                path.display()
-            );
-        }
-        let pem = zeroize::Zeroizing::new(pem);
-        return if password.is_empty() {
-            PKey::private_key_from_pem(&pem)
-        } else {
-            PKey::private_key_from_pem_passphrase(&pem, password.as_bytes())
-        }
-        .map_err(IdentityError::crypto(format!(
-            "reading mTLS key {}",
-            path.display()
-        )));
-    }
-    let group =
-        EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(IdentityError::crypto("P-256"))?;
-    let key = EcKey::generate(&group)
-        .and_then(PKey::from_ec_key)
-        .map_err(IdentityError::crypto("generating the mTLS key"))?;
-    let pem = if password.is_empty() {
-        key.private_key_to_pem_pkcs8()
-    } else {
-        key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), password.as_bytes())
-    }
-    .map_err(IdentityError::crypto("encoding the mTLS key"))?;
-    secure_fs::write_private(path, &zeroize::Zeroizing::new(pem)).map_err(io)?;
+    let (key, _) = super::load_or_generate_key(path, password, "mTLS key", || {
+        EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)
+            .and_then(|group| EcKey::generate(&group))
+            .and_then(PKey::from_ec_key)
+    })?;
     Ok(key)
 }
 

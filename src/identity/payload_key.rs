@@ -7,10 +7,8 @@ use std::path::Path;
 
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::symm::Cipher;
 
 use super::IdentityError;
-use crate::secure_fs;
 
 /// The NK.
 pub struct PayloadKey {
@@ -30,38 +28,13 @@ impl PayloadKey {
     /// Loads the NK from `path`, or creates and persists a new one (0600,
     /// encrypted when `password` is not empty).
     pub fn load_or_create(path: &Path, password: &str) -> Result<Self, IdentityError> {
-        let private = if path.exists() {
-            let (pem, loosened) = secure_fs::read_private(path).map_err(io(path))?;
-            if loosened {
-                tracing::warn!(
-                    "{} was readable by others; its mode is now 0600",
-                    path.display()
-                );
-            }
-            let pem = zeroize::Zeroizing::new(pem);
-            if password.is_empty() {
-                PKey::private_key_from_pem(&pem)
-            } else {
-                PKey::private_key_from_pem_passphrase(&pem, password.as_bytes())
-            }
-            .map_err(IdentityError::crypto(format!(
-                "reading payload key {}",
-                path.display()
-            )))?
-        } else {
-            let key = Rsa::generate(2048)
-                .and_then(PKey::from_rsa)
-                .map_err(IdentityError::crypto("generating the payload key"))?;
-            let pem = if password.is_empty() {
-                key.private_key_to_pem_pkcs8()
-            } else {
-                key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), password.as_bytes())
-            }
-            .map_err(IdentityError::crypto("encoding the payload key"))?;
-            secure_fs::write_private(path, &zeroize::Zeroizing::new(pem)).map_err(io(path))?;
+        let (private, created) =
+            super::load_or_generate_key(path, password, "payload key", || {
+                Rsa::generate(2048).and_then(PKey::from_rsa)
+            })?;
+        if created {
             tracing::info!("created payload key (NK) {}", path.display());
-            key
-        };
+        }
         if private.rsa().map(|r| r.size() * 8).ok() != Some(2048) {
             return Err(IdentityError::AgentId(format!(
                 "payload key {} must be RSA 2048 (the peers encrypt U and V to it with RSA-OAEP)",
@@ -89,14 +62,6 @@ impl PayloadKey {
     /// The private key, for RSA-OAEP decryption of U and V.
     pub fn private_key(&self) -> &PKey<Private> {
         &self.private
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        what: "payload key",
-        path: path.to_path_buf(),
-        source,
     }
 }
 

@@ -24,6 +24,33 @@ use tss_esapi::structures::CapabilityData;
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_keylime_agent");
 
+/// Loads an agent config file, with the TPM connection given as `TCTI`.
+pub fn load_config(file: PathBuf, tcti: String) -> keylime_agent::config::Config {
+    let sources = keylime_agent::config::ConfigSources {
+        files: vec![file],
+        files_required: true,
+        overrides: vec![],
+        tcti_env: Some(tcti),
+    };
+    keylime_agent::config::Config::load(&sources)
+        .expect("config")
+        .config
+}
+
+/// `(status, JSON body)` from curl run with `-w "\n%{http_code}"`, or
+/// curl's exit code when the connection failed.
+fn curl_json(out: std::process::Output) -> Result<(u16, serde_json::Value), i32> {
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    Ok((
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
 /// Skips (returns `None`) with a printed reason, or panics under `CI=true`.
 pub fn skip<T>(reason: &str) -> Option<T> {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -547,15 +574,7 @@ pub fn agent_get(
         .arg(format!("https://127.0.0.1:{port}{path}"))
         .output()
         .expect("curl");
-    if !out.status.success() {
-        return Err(out.status.code().unwrap_or(-1));
-    }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').expect("status line");
-    Ok((
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    ))
+    curl_json(out)
 }
 
 /// A test CA and a client certificate it signed, written to `dir`.
@@ -706,15 +725,7 @@ pub fn agent_post(
             child.wait_with_output()
         })
         .expect("curl");
-    if !out.status.success() {
-        return Err(out.status.code().unwrap_or(-1));
-    }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').expect("status line");
-    Ok((
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    ))
+    curl_json(out)
 }
 
 impl Peers {
