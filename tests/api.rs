@@ -23,7 +23,7 @@ const NONCE: &str = "Ai5M5SjYjnkyv4P7itH1";
 struct Served {
     agent: Agent,
     dir: common::StateDir,
-    _tpm: Swtpm,
+    tpm: Swtpm,
     port: u16,
     client: Client,
     ima: PathBuf,
@@ -65,7 +65,7 @@ fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
     let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
     agent.wait_for("serving API over mTLS", 30);
     Some(Served {
-        _tpm: tpm,
+        tpm,
         dir,
         agent,
         port,
@@ -648,5 +648,26 @@ fn with_mtls_off_the_api_is_plain_http_and_the_agent_says_so() {
     assert!(
         !dir.path().join("server-cert.crt").exists(),
         "no mTLS certificate is made"
+    );
+}
+
+#[test]
+fn a_tpm_failure_is_a_500_envelope_and_the_agent_survives() {
+    let Some(mut s) = serve(&[], 0) else { return };
+    assert_eq!(
+        s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}")).0,
+        200
+    );
+    s.tpm.kill();
+    let (status, body) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=0&ima_ml_entry=0"
+    ));
+    assert_error(status, &body, 500, "Attestation failed");
+    let (status, _) = s.get("/version");
+    assert_eq!(status, 200, "the agent keeps serving");
+    let log = s.agent.output();
+    assert!(
+        log.contains("request failed: TPM"),
+        "the cause goes to the log: {log}"
     );
 }

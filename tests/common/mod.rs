@@ -171,6 +171,12 @@ impl Swtpm {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
 
+    /// Kills the TPM under a running agent (a real fault, not a fake).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn ctrl_port(&self) -> u16 {
         self.port + 1
     }
