@@ -270,6 +270,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_configured_certificate_works_without_a_payload() {
+        let f = Fixture::new();
+        let configured = f.dir.path().join("revocation.crt");
+        std::fs::rename(
+            f.dir.path().join("unzipped").join(PAYLOAD_CERT),
+            &configured,
+        )
+        .expect("move");
+        let mut r = f.revocation();
+        assert_eq!(
+            r.handle(MSG, &f.sign(MSG)).expect("ok"),
+            Verdict::NoCertificate
+        );
+        let mut config = (*r.config).clone();
+        config.cert = Some(configured);
+        r.config = Arc::new(config);
+        assert!(matches!(
+            r.handle(MSG, &f.sign(MSG)).expect("ok"),
+            Verdict::Verified(_)
+        ));
+    }
+
+    #[tokio::test]
     async fn unsigned_forged_or_unverifiable_notifications_run_nothing() {
         let f = Fixture::new();
         let r = f.revocation();

@@ -151,3 +151,43 @@ fn pcr17_changed_behind_the_agent_is_an_invalid_quote() {
     let log = agent.stop();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[test]
+fn a_restarted_agent_is_still_attested_with_the_same_ak_and_nk() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let id = "7d8e9fa0-b1c2-4d3e-8f40-5162738495a6";
+    let lines = agent_lines(dir.path(), id, Some(&peers));
+    let port: u16 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let file = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+    tenant_add(&peers, id, port, None);
+    assert!(
+        wait_until(40, || peers.verifier_state(id).1 >= 2),
+        "{}",
+        peers.verifier_agent(id)
+    );
+    agent.stop();
+
+    let mut again = Agent::spawn(&file, &tpm.tcti(), &[]);
+    again.wait_for("registered and activated", 30);
+    let before = peers.verifier_state(id).1;
+    assert!(
+        wait_until(40, || {
+            let (state, count) = peers.verifier_state(id);
+            state == GET_QUOTE && count >= before + 3
+        }),
+        "attestation did not resume after the restart: {}",
+        peers.verifier_agent(id)
+    );
+    let log = again.stop();
+    assert!(log.contains("AK reloaded"), "{log}");
+}
