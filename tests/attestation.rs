@@ -45,6 +45,33 @@ fn tenant_add(peers: &Peers, id: &str, port: u16, runtime_policy: Option<&std::p
     );
 }
 
+/// The agent binary registered, added by the tenant with the PCR 17
+/// policy, and attested at least twice; returns it and its config file.
+fn attested_agent(
+    peers: &Peers,
+    tpm: &Swtpm,
+    dir: &common::StateDir,
+    id: &str,
+) -> (Agent, std::path::PathBuf) {
+    let lines = agent_lines(dir.path(), id, Some(peers));
+    let port: u16 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let file = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+    tenant_add(peers, id, port, None);
+    assert!(
+        wait_until(40, || peers.verifier_state(id).1 >= 2),
+        "{}",
+        peers.verifier_agent(id)
+    );
+    assert_eq!(peers.verifier_state(id).0, GET_QUOTE);
+    (agent, file)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_add_then_continuous_attestation_with_incremental_ima_until_a_policy_violation() {
     let Some(peers) = Peers::start("all") else {
@@ -125,23 +152,7 @@ fn pcr17_changed_behind_the_agent_is_an_invalid_quote() {
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
     let id = "6b2f3d4e-5f60-4b7c-9d8e-0f1a2b3c4d5e";
-    let lines = agent_lines(dir.path(), id, Some(&peers));
-    let port: u16 = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("port = "))
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let file = write_config(dir.path(), &lines);
-    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
-    agent.wait_for("registered and activated", 30);
-
-    tenant_add(&peers, id, port, None);
-    assert!(
-        wait_until(40, || peers.verifier_state(id).1 >= 2),
-        "{}",
-        peers.verifier_agent(id)
-    );
-    assert_eq!(peers.verifier_state(id).0, GET_QUOTE);
+    let (agent, _) = attested_agent(&peers, &tpm, &dir, id);
     tpm.change_pcr17();
     assert!(
         wait_until(30, || peers.verifier_state(id).0 == INVALID_QUOTE),
@@ -160,21 +171,7 @@ fn a_restarted_agent_is_still_attested_with_the_same_ak_and_nk() {
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
     let id = "7d8e9fa0-b1c2-4d3e-8f40-5162738495a6";
-    let lines = agent_lines(dir.path(), id, Some(&peers));
-    let port: u16 = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("port = "))
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let file = write_config(dir.path(), &lines);
-    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
-    agent.wait_for("registered and activated", 30);
-    tenant_add(&peers, id, port, None);
-    assert!(
-        wait_until(40, || peers.verifier_state(id).1 >= 2),
-        "{}",
-        peers.verifier_agent(id)
-    );
+    let (agent, file) = attested_agent(&peers, &tpm, &dir, id);
     agent.stop();
 
     let mut again = Agent::spawn(&file, &tpm.tcti(), &[]);
