@@ -62,11 +62,6 @@ impl FromStr for PcrMask {
 }
 
 impl PcrMask {
-    /// A mask from bits (bits above 23 are dropped).
-    pub fn from_bits(bits: u32) -> Self {
-        Self(bits & 0x00ff_ffff)
-    }
-
     /// Whether PCR `pcr` is selected.
     pub fn contains(self, pcr: u8) -> bool {
         pcr < 24 && self.0 & (1 << pcr) != 0

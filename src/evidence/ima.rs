@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -140,11 +140,6 @@ impl ImaSlice {
         let mut file = tokio::fs::File::open(&self.path).await?;
         file.seek(SeekFrom::Start(self.offset)).await?;
         Ok(file.take(self.len))
-    }
-
-    /// The path the slice reads from.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

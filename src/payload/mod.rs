@@ -118,16 +118,6 @@ impl PayloadService {
             .map_err(|e| KeyError::Malformed(e.to_string()))
     }
 
-    /// Whether K is known.
-    pub fn has_key(&self) -> bool {
-        self.lock().key().is_some()
-    }
-
-    /// The payload config.
-    pub fn config(&self) -> &PayloadConfig {
-        &self.config
-    }
-
     fn decrypt_half(&self, encrypted_key: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let ciphertext = B64
             .decode(encrypted_key)

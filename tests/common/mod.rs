@@ -11,7 +11,6 @@
     missing_docs
 )]
 
-use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -422,14 +421,6 @@ impl Drop for Agent {
             self.terminate();
         }
     }
-}
-
-/// Reads lines of a text file lazily (used to find single-line errors).
-pub fn lines_of(text: &str) -> Vec<String> {
-    BufReader::new(text.as_bytes())
-        .lines()
-        .map_while(Result::ok)
-        .collect()
 }
 
 /// Polls `cond` every 250 ms for up to `secs`; true once it holds.
