@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::{
-    agent_get, free_port, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm,
+    free_port, https_get, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm,
 };
 use serde_json::Value;
 
@@ -35,7 +35,7 @@ impl Served {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        agent_get(self.port, path, &self.cert(), Some(&self.client))
+        https_get(self.port, path, &self.cert(), Some(&self.client))
             .unwrap_or_else(|code| panic!("curl {path}: exit {code}"))
     }
 }
@@ -107,12 +107,12 @@ fn tls_refuses_clients_without_a_trusted_certificate_and_plain_http() {
         "a client of the trusted CA gets in"
     );
     assert!(
-        agent_get(s.port, "/version", &s.cert(), None).is_err(),
+        https_get(s.port, "/version", &s.cert(), None).is_err(),
         "no client certificate: refused"
     );
     let (_, stranger) = make_ca_and_client(s.dir.path(), "other");
     assert!(
-        agent_get(s.port, "/version", &s.cert(), Some(&stranger)).is_err(),
+        https_get(s.port, "/version", &s.cert(), Some(&stranger)).is_err(),
         "another CA: refused"
     );
     let plain = std::process::Command::new("curl")
@@ -458,7 +458,7 @@ fn a_burst_of_concurrent_quotes_all_succeed() {
                 let (cert, client) = (&cert, &client);
                 scope.spawn(move || {
                     let path = format!("/v2.6/quotes/integrity?nonce=burst{i:04}&mask=0x400&partial={}&ima_ml_entry=0", i % 2);
-                    agent_get(port, &path, cert, Some(client))
+                    https_get(port, &path, cert, Some(client))
                 })
             })
             .collect();

@@ -53,15 +53,7 @@ fn attested_agent(
     dir: &common::StateDir,
     id: &str,
 ) -> (Agent, std::path::PathBuf) {
-    let lines = agent_lines(dir.path(), id, Some(peers));
-    let port: u16 = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("port = "))
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let file = write_config(dir.path(), &lines);
-    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
-    agent.wait_for("registered and activated", 30);
+    let (agent, file, port) = common::registered_agent(peers, tpm, dir, id, &[]);
     tenant_add(peers, id, port, None);
     assert!(
         wait_until(40, || peers.verifier_state(id).1 >= 2),

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{agent_lines, agent_post, wait_until, write_config, Agent, Peers, StateDir, Swtpm};
+use common::{agent_post, wait_until, Agent, Peers, StateDir, Swtpm};
 
 const PCR17_POLICY: &str =
     r#"{"17":["ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"]}"#;
@@ -28,16 +28,7 @@ impl Node {
     fn start(peers: &Peers, id: &str, extra: &[String]) -> Option<Self> {
         let tpm = Swtpm::start()?;
         let dir = common::state_dir();
-        let mut lines = agent_lines(dir.path(), id, Some(peers));
-        lines.extend(extra.iter().cloned());
-        let port: u16 = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("port = "))
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        let file = write_config(dir.path(), &lines);
-        let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
-        agent.wait_for("registered and activated", 30);
+        let (agent, _, port) = common::registered_agent(peers, &tpm, &dir, id, extra);
         Some(Self {
             agent,
             dir,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::{agent_lines, write_config, Agent, Peers, Swtpm};
+use common::{agent_lines, registered_agent, write_config, Agent, Peers, Swtpm};
 use keylime_agent::agent::AgentCore;
 
 const ID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -24,10 +24,7 @@ fn registers_and_activates_then_reregisters_with_the_same_identity() {
     };
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
-    let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
-
-    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
-    agent.wait_for("registered and activated", 30);
+    let (agent, config, _) = registered_agent(&peers, &tpm, &dir, ID, &[]);
     let (status, body) = peers.registrar_get(&format!("/v2.6/agents/{ID}"));
     assert_eq!(status, 200, "{body}");
     let results = &body["results"];
@@ -93,9 +90,7 @@ fn a_new_ak_for_a_registered_id_gets_one_clear_line() {
     };
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
-    let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
-    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
-    agent.wait_for("registered and activated", 30);
+    let (agent, config, _) = registered_agent(&peers, &tpm, &dir, ID, &[]);
     agent.stop();
     std::fs::remove_file(dir.path().join("agent_data.json")).expect("forget the AK");
     let mut changed = Agent::spawn(&config, &tpm.tcti(), &[]);

@@ -264,26 +264,13 @@ impl Peers {
 
     /// `GET` on the registrar's TLS port with the tenant's client certificate.
     pub fn registrar_get(&self, path: &str) -> (u16, serde_json::Value) {
-        let ca = self.cv_ca();
-        let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--max-time", "20", "--cacert"])
-            .arg(ca.join("cacert.crt"))
-            .arg("--cert")
-            .arg(ca.join("client-cert.crt"))
-            .arg("--key")
-            .arg(ca.join("client-private.pem"))
-            .arg(format!(
-                "https://127.0.0.1:{}{path}",
-                self.registrar_tls_port
-            ))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').expect("status line");
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        https_get(
+            self.registrar_tls_port,
+            path,
+            &self.cv_ca().join("cacert.crt"),
+            Some(&self.client()),
         )
+        .unwrap_or_else(|code| panic!("curl to the registrar failed with exit code {code}"))
     }
 }
 
@@ -324,6 +311,29 @@ pub fn agent_lines(dir: &Path, uuid: &str, peers: Option<&Peers>) -> Vec<String>
         None => lines.push("enable_agent_mtls = false".into()),
     }
     lines
+}
+
+/// The agent binary with the usual test config (`agent_lines` plus
+/// `extra`), started and registered with `peers`' registrar. Returns it, its
+/// config file, and its API port.
+pub fn registered_agent(
+    peers: &Peers,
+    tpm: &Swtpm,
+    dir: &StateDir,
+    id: &str,
+    extra: &[String],
+) -> (Agent, PathBuf, u16) {
+    let mut lines = agent_lines(dir.path(), id, Some(peers));
+    lines.extend(extra.iter().cloned());
+    let port = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("port = "))
+        .and_then(|p| p.parse().ok())
+        .expect("port line");
+    let config = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+    (agent, config, port)
 }
 
 /// The agent binary running as a child, its output in a log file.
@@ -448,23 +458,15 @@ impl Peers {
 
     /// The verifier's record of an agent (`results`), or `Null`.
     pub fn verifier_agent(&self, id: &str) -> serde_json::Value {
-        let ca = self.cv_ca();
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "20", "--cacert"])
-            .arg(ca.join("cacert.crt"))
-            .arg("--cert")
-            .arg(ca.join("client-cert.crt"))
-            .arg("--key")
-            .arg(ca.join("client-private.pem"))
-            .arg(format!(
-                "https://127.0.0.1:{}/v2.6/agents/{id}",
-                self.verifier_port
-            ))
-            .output()
-            .expect("curl");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .map(|v| v["results"].clone())
-            .unwrap_or(serde_json::Value::Null)
+        let path = format!("/v2.6/agents/{id}");
+        https_get(
+            self.verifier_port,
+            &path,
+            &self.cv_ca().join("cacert.crt"),
+            Some(&self.client()),
+        )
+        .map(|(_, body)| body["results"].clone())
+        .unwrap_or(serde_json::Value::Null)
     }
 
     /// `(operational_state, attestation_count)` from the verifier.
@@ -552,10 +554,10 @@ pub struct Client {
     pub key: PathBuf,
 }
 
-/// `curl` to an agent over HTTPS. `server_cert` is the agent's certificate
-/// (trusted as is, like the peers do). Returns `(status, body)` or curl's
+/// `curl` GET over HTTPS with an optional client certificate; `server_cert`
+/// is the CA or (for an agent) the self-signed certificate to trust. Returns `(status, body)` or curl's
 /// exit code when the connection failed.
-pub fn agent_get(
+pub fn https_get(
     port: u16,
     path: &str,
     server_cert: &Path,
