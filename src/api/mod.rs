@@ -50,43 +50,38 @@ pub struct ApiState {
 
 /// Registers every route on an actix app.
 pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    use web::{get, post};
     move |cfg| {
         cfg.app_data(state)
-            .service(get("/version", handlers::version))
-            .service(get("/v{version}/quotes/identity", handlers::identity))
-            .service(get("/v{version}/quotes/integrity", handlers::integrity))
-            .service(get("/v{version}/keys/pubkey", handlers::pubkey))
-            .service(get("/v{version}/agent/info", handlers::info))
-            .service(get("/v{version}/keys/verify", keys::verify))
-            .service(post("/v{version}/keys/ukey", keys::ukey))
-            .service(post("/v{version}/keys/vkey", keys::vkey))
-            .service(post(
+            .service(resource("/version", get().to(handlers::version)))
+            .service(resource(
+                "/v{version}/quotes/identity",
+                get().to(handlers::identity),
+            ))
+            .service(resource(
+                "/v{version}/quotes/integrity",
+                get().to(handlers::integrity),
+            ))
+            .service(resource(
+                "/v{version}/keys/pubkey",
+                get().to(handlers::pubkey),
+            ))
+            .service(resource("/v{version}/agent/info", get().to(handlers::info)))
+            .service(resource("/v{version}/keys/verify", get().to(keys::verify)))
+            .service(resource("/v{version}/keys/ukey", post().to(keys::ukey)))
+            .service(resource("/v{version}/keys/vkey", post().to(keys::vkey)))
+            .service(resource(
                 "/v{version}/notifications/revocation",
-                keys::revocation,
+                post().to(keys::revocation),
             ))
             .default_service(web::to(handlers::fallback));
     }
 }
 
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
+/// A resource with one method; any other method gets the JSON 405.
+fn resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(handlers::method_not_allowed))
-}
-
-fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::post().to(handler))
+        .route(route)
         .default_service(web::to(handlers::method_not_allowed))
 }
 
