@@ -11,38 +11,15 @@ mod common;
 use common::{agent_lines, ima_entries, wait_until, write_config, Agent, Peers, Swtpm};
 use keylime_agent::agent::AgentCore;
 
-/// PCR 17 of a fresh swtpm: all ones until a DRTM sequence changes it.
-const PCR17_POLICY: &str =
-    r#"{"17":["ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"]}"#;
 const GET_QUOTE: i64 = 3;
 const INVALID_QUOTE: i64 = 9;
 
 fn tenant_add(peers: &Peers, id: &str, port: u16, runtime_policy: Option<&std::path::Path>) {
-    let port = port.to_string();
-    let mut args = vec![
-        "-c",
-        "add",
-        "-u",
-        id,
-        "-t",
-        "127.0.0.1",
-        "-tp",
-        &port,
-        "--tpm_policy",
-        PCR17_POLICY,
-    ];
-    let policy;
-    if let Some(p) = runtime_policy {
-        policy = p.display().to_string();
-        args.extend(["--runtime-policy", &policy]);
-    }
-    let out = peers.tenant(&args);
-    assert!(
-        out.status.success(),
-        "tenant add failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let policy = runtime_policy.map(|p| p.display().to_string());
+    match &policy {
+        Some(p) => peers.tenant_add(id, port, &["--runtime-policy", p]),
+        None => peers.tenant_add(id, port, &[]),
+    };
 }
 
 /// The agent binary registered, added by the tenant with the PCR 17

@@ -13,9 +13,6 @@ use std::path::{Path, PathBuf};
 
 use common::{agent_post, wait_until, Agent, Peers, StateDir, Swtpm};
 
-const PCR17_POLICY: &str =
-    r#"{"17":["ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"]}"#;
-
 struct Node {
     agent: Agent,
     dir: StateDir,
@@ -43,28 +40,7 @@ impl Node {
     }
 
     fn add(&self, peers: &Peers, extra: &[&str]) -> String {
-        let port = self.port.to_string();
-        let mut args = vec![
-            "-c",
-            "add",
-            "-u",
-            &self.id,
-            "-t",
-            "127.0.0.1",
-            "-tp",
-            &port,
-            "--tpm_policy",
-            PCR17_POLICY,
-        ];
-        args.extend_from_slice(extra);
-        let out = peers.tenant(&args);
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "tenant add failed:\n{log}");
-        log
+        peers.tenant_add(&self.id, self.port, extra)
     }
 }
 

@@ -433,6 +433,10 @@ impl Drop for Agent {
     }
 }
 
+/// PCR 17 of a fresh swtpm: all ones until a DRTM sequence changes it.
+pub const PCR17_POLICY: &str =
+    r#"{"17":["ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"]}"#;
+
 /// Polls `cond` every 250 ms for up to `secs`; true once it holds.
 pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -446,6 +450,33 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 impl Peers {
+    /// `keylime_tenant -c add` for the agent `id` on `port` with the PCR 17
+    /// policy and `extra` arguments; asserts success, returns the output.
+    pub fn tenant_add(&self, id: &str, port: u16, extra: &[&str]) -> String {
+        let port = port.to_string();
+        let mut args = vec![
+            "-c",
+            "add",
+            "-u",
+            id,
+            "-t",
+            "127.0.0.1",
+            "-tp",
+            &port,
+            "--tpm_policy",
+            PCR17_POLICY,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.tenant(&args);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "tenant add failed:\n{log}");
+        log
+    }
+
     /// Runs `keylime_tenant` with this directory's config.
     pub fn tenant(&self, args: &[&str]) -> std::process::Output {
         Command::new(script("peers"))
