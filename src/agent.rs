@@ -12,10 +12,11 @@ use crate::api::{self, AgentInfo, ApiState};
 use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
+use crate::http_client::ServerTrust;
 use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
 use crate::payload::{secure_dir, PayloadService};
 use crate::privileges::{self, PrivilegeError};
-use crate::registrar::{RegistrarClient, RegistrarError, Registration};
+use crate::registrar::{RegistrarClient, RegistrarEndpoint, RegistrarError, Registration};
 use crate::revocation::Revocation;
 use crate::secure_fs;
 use crate::tls::{self, TlsError};
@@ -209,8 +210,7 @@ impl AgentCore {
             contact_port: config.contact_port,
         };
         let registrar = RegistrarClient::new(
-            &config.registrar_ip,
-            config.registrar_port,
+            &registrar_endpoint(config),
             config.registrar_retry.clone(),
         )?;
         let attestation = Attestation::new(
@@ -357,4 +357,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     core.tpm.shutdown().await;
     tracing::info!("agent {} stopped", core.agent_id);
     outcome
+}
+
+/// The registrar's address from the config: its HTTPS port and CA when
+/// `registrar_tls_enabled`, else its plain-HTTP port.
+fn registrar_endpoint(config: &Config) -> RegistrarEndpoint {
+    let (port, tls) = match &config.registrar_tls {
+        Some(tls) => (
+            tls.port,
+            Some(ServerTrust {
+                ca_file: tls.ca_cert.clone(),
+                ca_key: "registrar_tls_ca_cert",
+            }),
+        ),
+        None => (config.registrar_port, None),
+    };
+    RegistrarEndpoint {
+        host: config.registrar_ip.clone(),
+        port,
+        tls,
+        versions: config.registrar_api_versions.clone(),
+    }
 }

@@ -114,6 +114,15 @@ impl EncryptionAlg {
         }
     }
 
+    /// The spelling API `version` uses for `enc_alg` and `tpm_enc_alg`.
+    pub fn wire_name(self, version: crate::api_version::ApiVersion) -> &'static str {
+        if version.sizes_enc_alg() {
+            self.sized_name()
+        } else {
+            self.legacy_name()
+        }
+    }
+
     /// The tss-esapi identifier of the key family.
     pub fn to_tpm(self) -> AsymmetricAlgorithm {
         match self {
@@ -203,6 +212,11 @@ mod tests {
         assert_eq!(EncryptionAlg::Rsa2048.legacy_name(), "rsa");
         assert_eq!(EncryptionAlg::Rsa2048.sized_name(), "rsa2048");
         assert_eq!(EncryptionAlg::EccP256.sized_name(), "ecc256");
+        let v = crate::api_version::ApiVersion::new;
+        assert_eq!(EncryptionAlg::Rsa2048.wire_name(v(2, 4)), "rsa");
+        assert_eq!(EncryptionAlg::EccP256.wire_name(v(2, 1)), "ecc");
+        assert_eq!(EncryptionAlg::Rsa2048.wire_name(v(2, 5)), "rsa2048");
+        assert_eq!(EncryptionAlg::EccP256.wire_name(v(2, 6)), "ecc256");
         assert_eq!(
             EncryptionAlg::EccP256.ek_certificate_nv_index(),
             0x01c0_000a

@@ -5,8 +5,9 @@
 //! [`agent`] is the composition root: it starts the [`tpm`] owner thread
 //! (the only code that touches tss-esapi; EK, EK certificate and AK live
 //! there), resolves the [`identity`] (agent id, mTLS certificate, NK), and
-//! registers with the Keylime registrar through [`registrar`], whose
-//! retries follow [`retry`]. It serves the [`api`] over mTLS ([`tls`]):
+//! registers with the Keylime registrar through [`registrar`] (over
+//! [`http_client`], plain HTTP or HTTPS with the registrar's certificate
+//! verified), whose retries follow [`retry`]. It serves the [`api`] over mTLS ([`tls`]):
 //! handlers parse requests into typed values and call [`attestation`],
 //! which combines one TPM quote transaction with the [`evidence`] logs.
 //! Key halves and payloads go to [`payload`], notifications to
@@ -31,6 +32,7 @@ pub mod attestation;
 pub mod config;
 pub mod crypto;
 pub mod evidence;
+pub mod http_client;
 pub mod identity;
 pub mod payload;
 pub mod privileges;

@@ -1,8 +1,10 @@
-//! Registration with the Keylime registrar over plain HTTP: pick the API
-//! version, `POST /v{v}/agents/{id}` with the TPM identity, answer the
-//! challenge with TPM2_ActivateCredential, and `PUT /v{v}/agents/{id}` with
-//! the `auth_tag`. The whole sequence is retried on connection errors, 5xx
-//! and 429 as the [`RetryPolicy`] says; each attempt gets a fresh challenge.
+//! Registration with the Keylime registrar, over plain HTTP or HTTPS with
+//! the registrar's certificate verified: pick the API version,
+//! `POST /v{v}/agents/{id}` with the TPM identity, answer the challenge
+//! with TPM2_ActivateCredential, and `PUT /v{v}/agents/{id}` with the
+//! `auth_tag`. The whole sequence is retried on connection and TLS errors,
+//! 5xx and 429 as the [`RetryPolicy`] says; each attempt gets a fresh
+//! challenge.
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use thiserror::Error;
 
 use crate::api_version::ApiVersion;
 use crate::crypto;
+use crate::http_client::{self, RequestFailure, ServerTrust};
 use crate::retry::{self, RetryPolicy};
 use crate::tpm::{self, Tpm, TpmError};
 
@@ -20,8 +23,22 @@ use crate::tpm::{self, Tpm, TpmError};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Registrar versions older registrars without `/version` all serve.
 const FALLBACK_VERSION: ApiVersion = ApiVersion::new(2, 1);
-/// The newest registrar API whose agent routes this client knows.
-const NEWEST_KNOWN: ApiVersion = ApiVersion::new(2, 6);
+/// The registrar API versions whose agent routes this client speaks: the
+/// registration and activation bodies are the same in all of them.
+pub const KNOWN_VERSIONS: &[ApiVersion] = &ApiVersion::SUPPORTED;
+
+/// Where and how to reach the registrar.
+#[derive(Debug, Clone)]
+pub struct RegistrarEndpoint {
+    /// Host name or IP address (`registrar_ip`).
+    pub host: String,
+    /// Port: the plain-HTTP one, or the HTTPS one with `tls`.
+    pub port: u16,
+    /// HTTPS with this CA, or `None` for plain HTTP.
+    pub tls: Option<ServerTrust>,
+    /// Versions the agent may use, ascending (`registrar_api_versions`).
+    pub versions: Vec<ApiVersion>,
+}
 
 /// What the agent registers.
 #[derive(Debug, Clone)]
@@ -39,15 +56,13 @@ pub struct Registration {
 /// A registration failure.
 #[derive(Debug, Error)]
 pub enum RegistrarError {
-    /// The registrar could not be reached, or timed out.
-    #[error("registrar {url} unreachable: {source}")]
-    Unreachable {
-        /// The request URL.
-        url: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
-    },
+    /// No HTTP answer: connection error, time-out, or a TLS certificate
+    /// that was not accepted.
+    #[error("registrar: {0}")]
+    Unreachable(#[from] RequestFailure),
+    /// The client could not be set up (the CA file).
+    #[error("registrar: {0}")]
+    Client(#[from] http_client::ClientError),
     /// The registrar answered with an unexpected status.
     #[error("registrar {op} answered HTTP {status}: {body}")]
     Status {
@@ -87,7 +102,7 @@ impl RegistrarError {
     /// Whether another attempt may succeed: connection errors, 5xx and 429.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable { .. } => true,
+            Self::Unreachable(_) => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -106,28 +121,26 @@ impl RegistrarError {
 pub struct RegistrarClient {
     http: reqwest::Client,
     base: String,
+    tls: Option<ServerTrust>,
+    versions: Vec<ApiVersion>,
     retry: RetryPolicy,
 }
 
 impl RegistrarClient {
-    /// A client for `http://ip:port`.
-    pub fn new(ip: &str, port: u16, retry: RetryPolicy) -> Result<Self, RegistrarError> {
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
+    /// A client for `endpoint`; fails when its CA file cannot be used.
+    pub fn new(endpoint: &RegistrarEndpoint, retry: RetryPolicy) -> Result<Self, RegistrarError> {
+        let host = if endpoint.host.contains(':') {
+            format!("[{}]", endpoint.host)
         } else {
-            ip.to_string()
+            endpoint.host.clone()
         };
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|source| RegistrarError::Unreachable {
-                url: host.clone(),
-                source,
-            })?;
+        let http = http_client::build(endpoint.tls.as_ref(), REQUEST_TIMEOUT)?;
+        let scheme = if endpoint.tls.is_some() { "https" } else { "http" };
         Ok(Self {
             http,
-            base: format!("http://{host}:{port}"),
+            base: format!("{scheme}://{host}:{}", endpoint.port),
+            tls: endpoint.tls.clone(),
+            versions: endpoint.versions.clone(),
             retry,
         })
     }
@@ -180,32 +193,23 @@ impl RegistrarClient {
         Ok(version)
     }
 
-    /// `GET /version`: the highest 2.x version both sides know.
+    /// `GET /version`: the highest version the registrar offers and
+    /// `registrar_api_versions` allows.
     async fn version(&self) -> Result<ApiVersion, RegistrarError> {
         let url = format!("{}/version", self.base);
-        let body = match self.send("version", &url, "", self.http.get(&url)).await {
-            Ok(body) => body,
-            Err(RegistrarError::Status { status: 404, .. }) => return Ok(FALLBACK_VERSION),
-            Err(e) => return Err(e),
-        };
-        let fields = body
-            .get("results")
-            .filter(|r| r.is_object())
-            .unwrap_or(&body);
-        let mut offered: Vec<ApiVersion> = fields
-            .get("supported_versions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .chain(fields.get("current_version"))
-            .filter_map(|v| v.as_str()?.parse().ok())
-            .filter(|v: &ApiVersion| v.major == 2 && *v <= NEWEST_KNOWN)
-            .collect();
-        offered.sort();
-        offered.pop().ok_or_else(|| RegistrarError::Protocol {
-            op: "version",
-            reason: format!("no 2.x API version in {body}"),
-        })
+        match self.send("version", &url, "", self.http.get(&url)).await {
+            Ok(body) => choose_version(&body, &self.versions),
+            // Registrars before 7.12 have no /version; they all serve 2.1.
+            Err(RegistrarError::Status { status: 404, .. }) => self
+                .versions
+                .iter()
+                .copied()
+                .filter(|v| *v <= FALLBACK_VERSION)
+                .max()
+                .or_else(|| self.versions.first().copied())
+                .ok_or_else(|| no_common_version("(no /version)", &self.versions)),
+            Err(e) => Err(e),
+        }
     }
 
     async fn post_identity(
@@ -255,25 +259,15 @@ impl RegistrarClient {
         agent_id: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, RegistrarError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|source| RegistrarError::Unreachable {
-                url: url.into(),
-                source,
-            })?;
+        let failure =
+            |e: reqwest::Error| RequestFailure::classify(&e, url, self.tls.as_ref(), "registrar_ip");
+        let response = request.send().await.map_err(failure)?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-        let text = response
-            .text()
-            .await
-            .map_err(|source| RegistrarError::Unreachable {
-                url: url.into(),
-                source,
-            })?;
+        let text = response.text().await.map_err(failure)?;
         match status {
             200 if text.trim().is_empty() => Ok(Value::Null),
             200 => serde_json::from_str(&text).map_err(|_| RegistrarError::Protocol {
@@ -290,5 +284,80 @@ impl RegistrarClient {
                 retry_after,
             }),
         }
+    }
+}
+
+/// The highest version in a registrar's `/version` answer (`results` or the
+/// bare object; `supported_versions` and `current_version`) that `allowed`
+/// holds.
+fn choose_version(body: &Value, allowed: &[ApiVersion]) -> Result<ApiVersion, RegistrarError> {
+    let fields = body
+        .get("results")
+        .filter(|r| r.is_object())
+        .unwrap_or(body);
+    let offered: Vec<ApiVersion> = fields
+        .get("supported_versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(fields.get("current_version"))
+        .filter_map(|v| v.as_str()?.parse().ok())
+        .collect();
+    offered
+        .iter()
+        .copied()
+        .filter(|v| allowed.contains(v))
+        .max()
+        .ok_or_else(|| {
+            let mut shown: Vec<String> = offered.iter().map(ToString::to_string).collect();
+            shown.sort();
+            shown.dedup();
+            no_common_version(&shown.join(", "), allowed)
+        })
+}
+
+fn no_common_version(offered: &str, allowed: &[ApiVersion]) -> RegistrarError {
+    let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+    RegistrarError::Protocol {
+        op: "version",
+        reason: format!(
+            "the registrar offers API {offered}, registrar_api_versions allows {}: no version in common",
+            allowed.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(minor: u8) -> ApiVersion {
+        ApiVersion::new(2, minor)
+    }
+
+    #[test]
+    fn picks_the_highest_common_version_of_each_release() {
+        let all = KNOWN_VERSIONS;
+        // 7.14.3: current 2.6, and 3.0 (push) in the list.
+        let r714 = json!({"results": {"current_version": "2.6",
+            "supported_versions": ["1.0", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "3.0"]}});
+        assert_eq!(choose_version(&r714, all).expect("7.14"), v(6));
+        // 7.13.1 and 7.12.2 answer without an envelope in some releases.
+        let r713 = json!({"current_version": "2.4", "supported_versions": ["1.0", "2.0", "2.1", "2.2", "2.3", "2.4"]});
+        assert_eq!(choose_version(&r713, all).expect("7.13"), v(4));
+        let r712 = json!({"results": {"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]}});
+        assert_eq!(choose_version(&r712, all).expect("7.12"), v(3));
+        // A limit below the registrar's newest.
+        assert_eq!(choose_version(&r714, &[v(1), v(2)]).expect("limited"), v(2));
+    }
+
+    #[test]
+    fn no_common_version_names_the_key() {
+        let r712 = json!({"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]});
+        let err = choose_version(&r712, &[v(5), v(6)]).expect_err("none in common");
+        let text = err.to_string();
+        assert!(text.contains("registrar_api_versions allows 2.5, 2.6"), "{text}");
+        assert!(text.contains("offers API 2.0, 2.1, 2.2, 2.3"), "{text}");
+        assert!(!err.is_retryable());
     }
 }

@@ -3,15 +3,33 @@
 # Everything the tests and the demo need lives under one cache directory
 # outside the clone, so a second run reuses it and a fresh machine builds it.
 
-KEYLIME_VERSION=7.14.3
-CI_HOME=${KEYLIME_AGENT_CI_HOME:-/var/tmp/keylime-agent-ci}
-VENV=$CI_HOME/venv
-TEMPLATES=$CI_HOME/keylime-src/keylime-$KEYLIME_VERSION/templates
+# (The variables here never start with KEYLIME_AGENT_: the agent reads
+# that prefix as config overrides.)
+CI_HOME=${AGENT_CI_HOME:-/var/tmp/keylime-agent-ci}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/keylime-agent-target}
 
-# Pinned peer dependencies (the keylime wheel declares none).
-PEER_REQUIREMENTS=(
-    "keylime==$KEYLIME_VERSION"
+# The Keylime releases the agent is tested against: the newest first, the
+# one the full suite and the demo use. PEERS_RELEASE picks another one.
+PEER_RELEASES=(7.14.3 7.13.1 7.12.2)
+DEFAULT_RELEASE=${PEER_RELEASES[0]}
+
+# peer_release_dir RELEASE: where that release's venv and source live,
+# each release apart from the others.
+peer_release_dir() { printf '%s/keylime-%s' "$CI_HOME" "$1"; }
+# peer_venv RELEASE / peer_templates RELEASE
+peer_venv() { printf '%s/venv' "$(peer_release_dir "$1")"; }
+peer_templates() { printf '%s/src/keylime-%s/templates' "$(peer_release_dir "$1")" "$1"; }
+
+# is_peer_release RELEASE: whether the scripts know that release.
+is_peer_release() {
+    local r
+    for r in "${PEER_RELEASES[@]}"; do [[ $r == "$1" ]] && return 0; done
+    return 1
+}
+
+# Pinned peer dependencies (the keylime wheel declares none); the same set
+# works for every release above.
+PEER_DEPENDENCIES=(
     cryptography==50.0.2 tornado==6.6.1 pyzmq==27.3.0 pyyaml==6.0.3
     requests==2.34.2 sqlalchemy==2.1.9 alembic==1.20.1 packaging==26.3
     psutil==7.2.2 lark==1.3.1 pyasn1==0.6.5 pyasn1-modules==0.4.2

@@ -140,7 +140,7 @@ fn version_and_unsupported_versions() {
     let Some(s) = serve(&[], 0) else { return };
     let (status, body) = s.get("/version");
     assert_eq!(status, 200);
-    assert_eq!(body["results"]["supported_version"], "2.6");
+    assert_eq!(body["results"]["supported_version"], "2.4");
     assert_eq!(
         body["results"]["supported_versions"],
         serde_json::json!(["2.1", "2.2", "2.3", "2.4", "2.5", "2.6"])
@@ -185,7 +185,10 @@ fn a_configured_subset_of_versions_is_served_and_advertised() {
         body["results"]["supported_versions"],
         serde_json::json!(["2.4", "2.5"])
     );
-    assert_eq!(body["results"]["supported_version"], "2.5");
+    assert_eq!(
+        body["results"]["supported_version"], "2.4",
+        "the single field names what peers before 7.14 can parse"
+    );
     let (status, body) = s.get(&format!("/v2.6/quotes/identity?nonce={NONCE}"));
     assert_error(status, &body, 400, "API version not supported: v2.6");
     assert_eq!(
@@ -410,7 +413,10 @@ fn pubkey_and_agent_info() {
         "7c3a4e5f-6071-4c8d-8e9f-1a2b3c4d5e6f"
     );
     assert_eq!(body["results"]["tpm_hash_alg"], "sha256");
+    assert_eq!(body["results"]["tpm_enc_alg"], "rsa", "2.2 spelling");
     assert!(body["results"]["ak_handle"].is_u64());
+    let (_, body) = s.get("/v2.6/agent/info");
+    assert_eq!(body["results"]["tpm_enc_alg"], "rsa2048", "2.6 spelling");
     assert_eq!(
         s.get("/v2.1/agent/info").0,
         404,
@@ -644,7 +650,7 @@ fn with_mtls_off_the_api_is_plain_http_and_the_agent_says_so() {
         .output()
         .expect("curl");
     let body: Value = serde_json::from_slice(&out.stdout).expect("JSON over plain HTTP");
-    assert_eq!(body["results"]["supported_version"], "2.6");
+    assert_eq!(body["results"]["supported_version"], "2.4");
     assert!(
         !dir.path().join("server-cert.crt").exists(),
         "no mTLS certificate is made"

@@ -9,11 +9,15 @@ use super::{ApiState, ServedVersion};
 use crate::api_version::ApiVersion;
 use crate::attestation::Quote;
 
-/// `GET /version`.
+/// `GET /version`: every version served in `supported_versions`, which
+/// 7.14 peers negotiate over; `supported_version`, which older peers use as
+/// it is, names the highest version they understand (see
+/// [`ApiVersion::for_non_negotiating_peers`]).
 pub async fn version(state: web::Data<ApiState>) -> HttpResponse {
     let versions: Vec<String> = state.versions.iter().map(ToString::to_string).collect();
+    let single = ApiVersion::for_non_negotiating_peers(&state.versions).map(|v| v.to_string());
     success(json!({
-        "supported_version": versions.last(),
+        "supported_version": single,
         "supported_versions": versions,
     }))
 }
@@ -65,14 +69,14 @@ pub async fn info(
     state: web::Data<ApiState>,
     version: ServedVersion,
 ) -> Result<HttpResponse, ApiError> {
-    if version.0 < ApiVersion::new(2, 2) {
+    if !version.0.has_agent_info() {
         return Err(ApiError::NotFound);
     }
     let info = &state.info;
     Ok(success(json!({
         "agent_uuid": info.agent_id,
         "tpm_hash_alg": info.hash_alg.as_str(),
-        "tpm_enc_alg": info.enc_alg.legacy_name(),
+        "tpm_enc_alg": info.enc_alg.wire_name(version.0),
         "tpm_sign_alg": info.sign_alg.as_str(),
         "ak_handle": info.ak_handle,
     })))
@@ -107,11 +111,7 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 /// The fields common to both quotes; `enc_alg` is spelled per API version
 /// (`rsa` before 2.5, `rsa2048` from 2.5 on).
 fn quote_fields(quote: &Quote, version: ApiVersion) -> Map<String, Value> {
-    let enc_alg = if version >= ApiVersion::new(2, 5) {
-        quote.enc_alg.sized_name()
-    } else {
-        quote.enc_alg.legacy_name()
-    };
+    let enc_alg = quote.enc_alg.wire_name(version);
     let mut fields = Map::new();
     fields.insert("quote".into(), Value::String(quote.quote.clone()));
     fields.insert("hash_alg".into(), json!(quote.hash_alg.as_str()));

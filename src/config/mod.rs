@@ -137,6 +137,10 @@ pub struct Config {
     pub registrar_ip: String,
     /// Registrar plain-HTTP port (`registrar_port`).
     pub registrar_port: u16,
+    /// Registration over HTTPS instead (`registrar_tls_*`), or `None` for HTTP.
+    pub registrar_tls: Option<RegistrarTls>,
+    /// Registrar API versions this agent may use, ascending (`registrar_api_versions`).
+    pub registrar_api_versions: Vec<ApiVersion>,
     /// The agent's state directory (`keylime_dir`).
     pub keylime_dir: PathBuf,
     /// mTLS on the API server (`enable_agent_mtls`).
@@ -181,6 +185,16 @@ pub struct Config {
     pub payload: PayloadConfig,
     /// Revocation notification settings.
     pub revocation: RevocationConfig,
+}
+
+/// Registration over HTTPS (`registrar_tls_enabled = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarTls {
+    /// The registrar's HTTPS port (`registrar_tls_port`).
+    pub port: u16,
+    /// The CA the registrar's server certificate must chain to
+    /// (`registrar_tls_ca_cert`; `"default"` = `cv_ca/cacert.crt`).
+    pub ca_cert: PathBuf,
 }
 
 /// How delivered payloads are stored and run.
@@ -286,6 +300,12 @@ impl Config {
             port,
             registrar_ip: raw.parse("registrar_ip", "127.0.0.1", values::host)?,
             registrar_port: raw.parse("registrar_port", "8890", values::port)?,
+            registrar_tls: raw.registrar_tls(dir)?,
+            registrar_api_versions: raw.parse(
+                "registrar_api_versions",
+                "default",
+                registrar_api_versions,
+            )?,
             enable_agent_mtls,
             server_key: path("server_key", "server-private.pem"),
             server_key_password: Zeroizing::new(
@@ -414,6 +434,31 @@ fn api_versions(raw: &str) -> Result<Vec<ApiVersion>, InvalidValue> {
         .collect::<Option<Vec<_>>>()
         .filter(|v| !v.is_empty())
         .ok_or_else(accepted)?;
+    versions.sort();
+    versions.dedup();
+    Ok(versions)
+}
+
+/// `default` (every registrar version the client knows), or a list of them.
+/// Independent of `api_versions`: limiting what the agent serves must not
+/// stop it from registering with an older or newer registrar.
+fn registrar_api_versions(raw: &str) -> Result<Vec<ApiVersion>, InvalidValue> {
+    let known = crate::registrar::KNOWN_VERSIONS;
+    if matches!(raw.trim(), "default" | "") {
+        return Ok(known.to_vec());
+    }
+    let mut versions = values::list(raw)
+        .iter()
+        .map(|v| v.parse::<ApiVersion>().ok().filter(|v| known.contains(v)))
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            let all: Vec<String> = known.iter().map(ToString::to_string).collect();
+            InvalidValue::new(format!(
+                "\"default\" or a list drawn from {}",
+                all.join(", ")
+            ))
+        })?;
     versions.sort();
     versions.dedup();
     Ok(versions)

@@ -1,0 +1,211 @@
+//! The agent's outgoing HTTP(S) client: plain HTTP, or HTTPS whose server
+//! certificate is verified against one configured CA file (never the system
+//! store, never skipped), with the host name or IP address checked against
+//! the certificate. TLS is OpenSSL (through reqwest's native-tls backend).
+//!
+//! A failed request is turned into a [`RequestFailure`] here, so that every
+//! caller tells an operator the same thing: which config key to look at when
+//! the server's certificate was not accepted.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// The CA an HTTPS server's certificate must chain to, and the config key
+/// that named it (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTrust {
+    /// PEM file with one or more CA certificates.
+    pub ca_file: PathBuf,
+    /// The config key the file came from, e.g. `registrar_tls_ca_cert`.
+    pub ca_key: &'static str,
+}
+
+/// The client could not be built.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The CA file is unreadable or holds no certificate.
+    #[error("{key} = {path:?}: {reason}")]
+    CaFile {
+        /// The config key.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// reqwest refused the settings.
+    #[error("HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
+/// Builds a client with `timeout` per request (connection included); with
+/// `trust`, only servers whose certificate chains to its CA are accepted.
+pub fn build(trust: Option<&ServerTrust>, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    if let Some(trust) = trust {
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .https_only(true)
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        for cert in ca_certificates(trust)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(ClientError::Build)
+}
+
+fn ca_certificates(trust: &ServerTrust) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let error = |reason: String| ClientError::CaFile {
+        key: trust.ca_key,
+        path: trust.ca_file.clone(),
+        reason,
+    };
+    let pem = std::fs::read(&trust.ca_file).map_err(|e| error(e.to_string()))?;
+    let stack = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| error(e.to_string()))?;
+    if stack.is_empty() {
+        return Err(error("no PEM certificate in it".into()));
+    }
+    stack
+        .iter()
+        .map(|cert| {
+            let der = cert.to_der().map_err(|e| error(e.to_string()))?;
+            reqwest::Certificate::from_der(&der).map_err(|e| error(e.to_string()))
+        })
+        .collect()
+}
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, Error)]
+pub enum RequestFailure {
+    /// The server's certificate does not chain to the configured CA.
+    #[error("the server certificate of {url} is not signed by the CA in {ca_key} ({ca_file}): {detail}")]
+    UntrustedCertificate {
+        /// The request URL.
+        url: String,
+        /// The CA config key.
+        ca_key: &'static str,
+        /// The CA file.
+        ca_file: String,
+        /// OpenSSL's reason.
+        detail: String,
+    },
+    /// The certificate is trusted but names another host or address.
+    #[error(
+        "the server certificate of {url} does not name {host} (check {host_key}, or give a name \
+         the certificate holds): {detail}"
+    )]
+    NameMismatch {
+        /// The request URL.
+        url: String,
+        /// The host or IP connected to.
+        host: String,
+        /// The config key that gave the host.
+        host_key: &'static str,
+        /// OpenSSL's reason.
+        detail: String,
+    },
+    /// Connection refused, reset, timed out, or any other transport error.
+    #[error("{url} unreachable: {detail}")]
+    Transport {
+        /// The request URL.
+        url: String,
+        /// The error chain, one line.
+        detail: String,
+    },
+}
+
+impl RequestFailure {
+    /// Classifies `error` from a request to `url`; `host_key` names the
+    /// config key the URL's host came from.
+    pub fn classify(
+        error: &reqwest::Error,
+        url: &str,
+        trust: Option<&ServerTrust>,
+        host_key: &'static str,
+    ) -> Self {
+        let detail = error_chain(error);
+        let verify = detail.contains("certificate verify failed");
+        match trust {
+            Some(_) if verify && is_name_mismatch(&detail) => Self::NameMismatch {
+                url: url.into(),
+                host: host_of(url),
+                host_key,
+                detail,
+            },
+            Some(trust) if verify => Self::UntrustedCertificate {
+                url: url.into(),
+                ca_key: trust.ca_key,
+                ca_file: trust.ca_file.display().to_string(),
+                detail,
+            },
+            _ => Self::Transport {
+                url: url.into(),
+                detail,
+            },
+        }
+    }
+}
+
+/// OpenSSL's verify results for a certificate that names another peer.
+fn is_name_mismatch(detail: &str) -> bool {
+    ["hostname mismatch", "IP address mismatch", "email address mismatch"]
+        .iter()
+        .any(|m| detail.contains(m))
+}
+
+/// `error` and its sources, de-duplicated, on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_mismatches_are_told_apart_from_unknown_cas() {
+        assert!(is_name_mismatch(
+            "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed (IP address mismatch)"
+        ));
+        assert!(!is_name_mismatch(
+            "certificate verify failed (unable to get local issuer certificate)"
+        ));
+    }
+
+    #[test]
+    fn a_missing_ca_file_names_its_key() {
+        let trust = ServerTrust {
+            ca_file: "/nonexistent/ca.crt".into(),
+            ca_key: "registrar_tls_ca_cert",
+        };
+        let err = build(Some(&trust), Duration::from_secs(1)).expect_err("no CA");
+        assert!(err.to_string().starts_with("registrar_tls_ca_cert = "), "{err}");
+    }
+
+    #[test]
+    fn host_of_a_url() {
+        assert_eq!(host_of("https://127.0.0.1:8891/version"), "127.0.0.1");
+        assert_eq!(host_of("https://registrar.example:8891/"), "registrar.example");
+    }
+}
