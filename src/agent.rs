@@ -15,6 +15,7 @@ use crate::evidence::{ImaLog, UefiLog};
 use crate::http_client::ServerTrust;
 use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
 use crate::payload::{secure_dir, PayloadService};
+use crate::peer_compat;
 use crate::privileges::{self, PrivilegeError};
 use crate::registrar::{RegistrarClient, RegistrarEndpoint, RegistrarError, Registration};
 use crate::revocation::Revocation;
@@ -252,11 +253,16 @@ impl AgentCore {
         })
     }
 
-    /// Registers with the registrar and activates, retrying per policy.
+    /// Registers with the registrar and activates, retrying per policy;
+    /// then says what the registrar's Keylime release cannot verify.
     pub async fn register(&self) -> Result<(), AgentError> {
-        self.registrar
+        let version = self
+            .registrar
             .register(&self.registration, &self.tpm)
             .await?;
+        if let Some(refusal) = peer_compat::release_refusal(version, self.attestation.sign_alg()) {
+            tracing::warn!("{refusal}");
+        }
         Ok(())
     }
 
@@ -321,6 +327,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         if keys.ak_reused { "reloaded" } else { "new" },
     );
+    for note in peer_compat::default_list_notes(config.tpm_hash_alg, config.tpm_signing_alg) {
+        tracing::info!("{note}");
+    }
     let server = match core.bind_server(&config).and_then(|bound| {
         if let Some(run_as) = &config.run_as {
             let mut owned = vec![

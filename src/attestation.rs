@@ -154,6 +154,11 @@ impl Attestation {
         })
     }
 
+    /// The AK's signature scheme.
+    pub fn sign_alg(&self) -> SigningAlg {
+        self.sign_alg
+    }
+
     /// The NK PEM served as `pubkey`.
     pub fn nk_pem(&self) -> &Arc<str> {
         &self.nk_pem

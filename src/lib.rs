@@ -12,6 +12,8 @@
 //! which combines one TPM quote transaction with the [`evidence`] logs.
 //! Key halves and payloads go to [`payload`], notifications to
 //! [`revocation`]; [`privileges`] drops root once everything is set up.
+//! [`peer_compat`] says at start what the Keylime release behind the
+//! registrar cannot verify of the configured algorithms.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob
@@ -35,6 +37,7 @@ pub mod evidence;
 pub mod http_client;
 pub mod identity;
 pub mod payload;
+pub mod peer_compat;
 pub mod privileges;
 pub mod registrar;
 pub mod retry;

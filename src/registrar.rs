@@ -21,6 +21,9 @@ use crate::tpm::{self, Tpm, TpmError};
 
 /// Per-request time limit; a registrar slower than this counts as down.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many fresh challenges a TPM that rejected one gets, whatever the
+/// retry policy (see [`RegistrarError::is_rejected_challenge`]).
+const CHALLENGE_ATTEMPTS: u32 = 3;
 /// Registrar versions older registrars without `/version` all serve.
 const FALLBACK_VERSION: ApiVersion = ApiVersion::new(2, 1);
 /// The registrar API versions whose agent routes this client speaks: the
@@ -108,6 +111,21 @@ impl RegistrarError {
         }
     }
 
+    /// Whether the TPM refused the registrar's challenge. Registrars before
+    /// Keylime 7.14 encode an ECC EK challenge's coordinates without leading
+    /// zero bytes, so now and then (a coordinate starting with a zero byte,
+    /// roughly one challenge in 256) the TPM's integrity check fails; the
+    /// next registration brings a new random challenge.
+    fn is_rejected_challenge(&self) -> bool {
+        matches!(
+            self,
+            Self::Tpm(TpmError::Tss {
+                op: tpm::ACTIVATE_CREDENTIAL_OP,
+                ..
+            })
+        )
+    }
+
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
@@ -153,9 +171,16 @@ impl RegistrarClient {
         tpm: &Tpm,
     ) -> Result<ApiVersion, RegistrarError> {
         let mut retry_number = 0u32;
+        let mut rejected_challenges = 0u32;
         loop {
             match self.attempt(reg, tpm).await {
                 Ok(version) => return Ok(version),
+                Err(e) if e.is_rejected_challenge() && rejected_challenges < CHALLENGE_ATTEMPTS => {
+                    rejected_challenges += 1;
+                    tracing::warn!(
+                        "{e}; registering again for a fresh challenge ({rejected_challenges} of {CHALLENGE_ATTEMPTS})"
+                    );
+                }
                 Err(e) if e.is_retryable() && self.retry.allows(retry_number + 1) => {
                     retry_number += 1;
                     let pause = match e.retry_after() {

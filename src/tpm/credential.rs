@@ -11,6 +11,10 @@ use zeroize::Zeroizing;
 
 use super::TpmError;
 
+/// The operation name a failed TPM2_ActivateCredential carries in
+/// [`TpmError::Tss`], so that callers can tell a rejected challenge.
+pub const ACTIVATE_CREDENTIAL_OP: &str = "ActivateCredential";
+
 /// Magic number that opens a tpm2-tools credential file.
 const MAGIC: u32 = 0xBADC_C0DE;
 /// The only file version there is.
@@ -127,7 +131,7 @@ fn run_activation(
         .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
             ctx.activate_credential(ak, ek, id_object, secret)
         })
-        .map_err(TpmError::tss("ActivateCredential"))?;
+        .map_err(TpmError::tss(ACTIVATE_CREDENTIAL_OP))?;
     Ok(Zeroizing::new(digest.value().to_vec()))
 }
 

@@ -13,7 +13,7 @@ mod pcr_blob;
 mod public;
 mod quote;
 
-pub use credential::{parse_credential_blob, CredentialBlob};
+pub use credential::{parse_credential_blob, CredentialBlob, ACTIVATE_CREDENTIAL_OP};
 pub use public::{public_key_pem, tpm2b_public};
 pub use quote::{QuoteParts, QuoteRequest, DATA_PCR};
 

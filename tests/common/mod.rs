@@ -202,23 +202,62 @@ impl Drop for Swtpm {
     }
 }
 
+/// A Keylime release the agent is tested against (`swtpm-ci/install`
+/// makes a venv for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// The PyPI version.
+    pub name: &'static str,
+    /// Its newest agent and registrar API version.
+    pub api: &'static str,
+    /// Whether its generated server certificates carry 127.0.0.1 (7.14.1
+    /// on); older ones name only `server`.
+    pub ip_in_server_cert: bool,
+}
+
+/// The release the full suite runs against.
+pub const KEYLIME_7_14: Release = Release {
+    name: "7.14.3",
+    api: "2.6",
+    ip_in_server_cert: true,
+};
+/// The previous release (API 2.4).
+pub const KEYLIME_7_13: Release = Release {
+    name: "7.13.1",
+    api: "2.4",
+    ip_in_server_cert: false,
+};
+/// The oldest release in the field (API 2.3).
+pub const KEYLIME_7_12: Release = Release {
+    name: "7.12.2",
+    api: "2.3",
+    ip_in_server_cert: false,
+};
+
 /// The real Keylime verifier and registrar, in a private directory.
 pub struct Peers {
     pub dir: tempfile::TempDir,
     pub verifier_port: u16,
     pub registrar_port: u16,
     pub registrar_tls_port: u16,
+    pub release: Release,
 }
 
 impl Peers {
-    /// Sets up and starts `which` (`all`, `verifier`).
+    /// Sets up and starts `which` (`all`, `verifier`) of the newest release.
     pub fn start(which: &str) -> Option<Self> {
+        Self::start_release(which, KEYLIME_7_14)
+    }
+
+    /// Sets up and starts `which` of `release`.
+    pub fn start_release(which: &str, release: Release) -> Option<Self> {
         template().err().map(|reason| skip::<()>(&reason));
         template().ok()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let setup = Command::new(script("peers"))
             .arg("setup")
             .arg(dir.path())
+            .arg(release.name)
             .output()
             .expect("peers");
         if !setup.status.success() {
@@ -239,6 +278,7 @@ impl Peers {
             registrar_port: var("REGISTRAR_PORT"),
             registrar_tls_port: var("REGISTRAR_TLS_PORT"),
             dir,
+            release,
         };
         peers.service("start", which);
         Some(peers)
@@ -264,13 +304,37 @@ impl Peers {
 
     /// `GET` on the registrar's TLS port with the tenant's client certificate.
     pub fn registrar_get(&self, path: &str) -> (u16, serde_json::Value) {
-        https_get(
-            self.registrar_tls_port,
-            path,
-            &self.cv_ca().join("cacert.crt"),
-            Some(&self.client()),
-        )
-        .unwrap_or_else(|code| panic!("curl to the registrar failed with exit code {code}"))
+        self.peer_get(self.registrar_tls_port, path)
+            .unwrap_or_else(|code| panic!("curl to the registrar failed with exit code {code}"))
+    }
+
+    /// The registrar's record of an agent, on this release's API version.
+    pub fn registrar_agent(&self, id: &str) -> (u16, serde_json::Value) {
+        self.registrar_get(&format!("/v{}/agents/{id}", self.release.api))
+    }
+
+    /// `GET` on a peer's TLS `port` as the tenant, by a name its server
+    /// certificate holds (releases before 7.14.1 name only `server`).
+    fn peer_get(&self, port: u16, path: &str) -> Result<(u16, serde_json::Value), i32> {
+        let host = if self.release.ip_in_server_cert {
+            "127.0.0.1"
+        } else {
+            "server"
+        };
+        let client = self.client();
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--max-time", "30"])
+            .args(["--resolve", &format!("server:{port}:127.0.0.1")])
+            .arg("--cacert")
+            .arg(self.cv_ca().join("cacert.crt"))
+            .arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key)
+            .arg(format!("https://{host}:{port}{path}"))
+            .output()
+            .expect("curl");
+        curl_json(out)
     }
 }
 
@@ -489,15 +553,10 @@ impl Peers {
 
     /// The verifier's record of an agent (`results`), or `Null`.
     pub fn verifier_agent(&self, id: &str) -> serde_json::Value {
-        let path = format!("/v2.6/agents/{id}");
-        https_get(
-            self.verifier_port,
-            &path,
-            &self.cv_ca().join("cacert.crt"),
-            Some(&self.client()),
-        )
-        .map(|(_, body)| body["results"].clone())
-        .unwrap_or(serde_json::Value::Null)
+        let path = format!("/v{}/agents/{id}", self.release.api);
+        self.peer_get(self.verifier_port, &path)
+            .map(|(_, body)| body["results"].clone())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// `(operational_state, attestation_count)` from the verifier.
