@@ -517,6 +517,14 @@ impl Peers {
     /// `keylime_tenant -c add` for the agent `id` on `port` with the PCR 17
     /// policy and `extra` arguments; asserts success, returns the output.
     pub fn tenant_add(&self, id: &str, port: u16, extra: &[&str]) -> String {
+        let (ok, log) = self.try_tenant_add(id, port, extra);
+        assert!(ok, "tenant add failed:\n{log}");
+        log
+    }
+
+    /// `keylime_tenant -c add` as [`Self::tenant_add`]; whether it succeeded,
+    /// and its output.
+    pub fn try_tenant_add(&self, id: &str, port: u16, extra: &[&str]) -> (bool, String) {
         let port = port.to_string();
         let mut args = vec![
             "-c",
@@ -537,8 +545,23 @@ impl Peers {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "tenant add failed:\n{log}");
-        log
+        (out.status.success(), log)
+    }
+
+    /// Adds `ecdsa` to the tenant's `accept_tpm_signing_algs` (every
+    /// release's default is `ecschnorr, rsassa`); the tenant hands its lists
+    /// to the verifier.
+    pub fn tenant_accepts_ecdsa(&self) {
+        use std::io::Write;
+        let mut env = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("peers.env"))
+            .expect("peers.env");
+        writeln!(
+            env,
+            "export KEYLIME_TENANT_ACCEPT_TPM_SIGNING_ALGS=\"['ecschnorr', 'rsassa', 'ecdsa']\""
+        )
+        .expect("append");
     }
 
     /// Runs `keylime_tenant` with this directory's config.
