@@ -210,10 +210,8 @@ impl AgentCore {
             contact_ip: config.contact_ip.clone(),
             contact_port: config.contact_port,
         };
-        let registrar = RegistrarClient::new(
-            &registrar_endpoint(config),
-            config.registrar_retry.clone(),
-        )?;
+        let registrar =
+            RegistrarClient::new(&registrar_endpoint(config), config.registrar_retry.clone())?;
         let attestation = Attestation::new(
             tpm.clone(),
             payload_key.public_pem(),

@@ -42,7 +42,10 @@ pub enum ClientError {
 
 /// Builds a client with `timeout` per request (connection included); with
 /// `trust`, only servers whose certificate chains to its CA are accepted.
-pub fn build(trust: Option<&ServerTrust>, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+pub fn build(
+    trust: Option<&ServerTrust>,
+    timeout: Duration,
+) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -83,7 +86,9 @@ fn ca_certificates(trust: &ServerTrust) -> Result<Vec<reqwest::Certificate>, Cli
 #[derive(Debug, Error)]
 pub enum RequestFailure {
     /// The server's certificate does not chain to the configured CA.
-    #[error("the server certificate of {url} is not signed by the CA in {ca_key} ({ca_file}): {detail}")]
+    #[error(
+        "the server certificate of {url} is not signed by the CA in {ca_key} ({ca_file}): {detail}"
+    )]
     UntrustedCertificate {
         /// The request URL.
         url: String,
@@ -129,19 +134,18 @@ impl RequestFailure {
         host_key: &'static str,
     ) -> Self {
         let detail = error_chain(error);
-        let verify = detail.contains("certificate verify failed");
-        match trust {
-            Some(_) if verify && is_name_mismatch(&detail) => Self::NameMismatch {
-                url: url.into(),
+        match (trust, verify_reason(&detail)) {
+            (Some(_), Some(reason)) if is_name_mismatch(reason) => Self::NameMismatch {
+                url: origin_of(url),
                 host: host_of(url),
                 host_key,
-                detail,
+                detail: reason.into(),
             },
-            Some(trust) if verify => Self::UntrustedCertificate {
-                url: url.into(),
+            (Some(trust), Some(reason)) => Self::UntrustedCertificate {
+                url: origin_of(url),
                 ca_key: trust.ca_key,
                 ca_file: trust.ca_file.display().to_string(),
-                detail,
+                detail: reason.into(),
             },
             _ => Self::Transport {
                 url: url.into(),
@@ -151,11 +155,26 @@ impl RequestFailure {
     }
 }
 
+/// OpenSSL's reason for refusing the server's certificate, from an error
+/// chain such as `…certificate verify failed:…: (hostname mismatch)`.
+fn verify_reason(detail: &str) -> Option<&str> {
+    let (_, after) = detail.split_once("certificate verify failed")?;
+    let reason = after
+        .rsplit_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map_or("certificate verify failed", |(r, _)| r);
+    Some(reason)
+}
+
 /// OpenSSL's verify results for a certificate that names another peer.
 fn is_name_mismatch(detail: &str) -> bool {
-    ["hostname mismatch", "IP address mismatch", "email address mismatch"]
-        .iter()
-        .any(|m| detail.contains(m))
+    [
+        "hostname mismatch",
+        "IP address mismatch",
+        "email address mismatch",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
 }
 
 /// `error` and its sources, de-duplicated, on one line.
@@ -172,6 +191,12 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
+fn origin_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_string())
+}
+
 fn host_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .ok()
@@ -185,12 +210,23 @@ mod tests {
 
     #[test]
     fn name_mismatches_are_told_apart_from_unknown_cas() {
-        assert!(is_name_mismatch(
-            "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed (IP address mismatch)"
-        ));
-        assert!(!is_name_mismatch(
-            "certificate verify failed (unable to get local issuer certificate)"
-        ));
+        let chain = |reason: &str| {
+            format!(
+                "error sending request for url (https://127.0.0.1:8891/version): client error (Connect): \
+                 error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:\
+                 ../ssl/statem/statem_clnt.c:1889: ({reason})"
+            )
+        };
+        let mismatch = chain("IP address mismatch");
+        assert_eq!(verify_reason(&mismatch), Some("IP address mismatch"));
+        assert!(is_name_mismatch("IP address mismatch"));
+        let unknown = chain("self-signed certificate in certificate chain");
+        assert_eq!(
+            verify_reason(&unknown),
+            Some("self-signed certificate in certificate chain")
+        );
+        assert!(!is_name_mismatch("unable to get local issuer certificate"));
+        assert_eq!(verify_reason("connection refused"), None);
     }
 
     #[test]
@@ -200,12 +236,22 @@ mod tests {
             ca_key: "registrar_tls_ca_cert",
         };
         let err = build(Some(&trust), Duration::from_secs(1)).expect_err("no CA");
-        assert!(err.to_string().starts_with("registrar_tls_ca_cert = "), "{err}");
+        assert!(
+            err.to_string().starts_with("registrar_tls_ca_cert = "),
+            "{err}"
+        );
     }
 
     #[test]
     fn host_of_a_url() {
         assert_eq!(host_of("https://127.0.0.1:8891/version"), "127.0.0.1");
-        assert_eq!(host_of("https://registrar.example:8891/"), "registrar.example");
+        assert_eq!(
+            origin_of("https://127.0.0.1:8891/version"),
+            "https://127.0.0.1:8891"
+        );
+        assert_eq!(
+            host_of("https://registrar.example:8891/"),
+            "registrar.example"
+        );
     }
 }

@@ -153,7 +153,11 @@ impl RegistrarClient {
             endpoint.host.clone()
         };
         let http = http_client::build(endpoint.tls.as_ref(), REQUEST_TIMEOUT)?;
-        let scheme = if endpoint.tls.is_some() { "https" } else { "http" };
+        let scheme = if endpoint.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Ok(Self {
             http,
             base: format!("{scheme}://{host}:{}", endpoint.port),
@@ -212,8 +216,9 @@ impl RegistrarClient {
         self.send("activation", &url, &reg.agent_id, request)
             .await?;
         tracing::info!(
-            "agent {} registered and activated (registrar API {version})",
-            reg.agent_id
+            "agent {} registered and activated (registrar API {version}) at {}",
+            reg.agent_id,
+            self.base
         );
         Ok(version)
     }
@@ -284,8 +289,9 @@ impl RegistrarClient {
         agent_id: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, RegistrarError> {
-        let failure =
-            |e: reqwest::Error| RequestFailure::classify(&e, url, self.tls.as_ref(), "registrar_ip");
+        let failure = |e: reqwest::Error| {
+            RequestFailure::classify(&e, url, self.tls.as_ref(), "registrar_ip")
+        };
         let response = request.send().await.map_err(failure)?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -378,10 +384,14 @@ mod tests {
 
     #[test]
     fn no_common_version_names_the_key() {
-        let r712 = json!({"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]});
+        let r712 =
+            json!({"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]});
         let err = choose_version(&r712, &[v(5), v(6)]).expect_err("none in common");
         let text = err.to_string();
-        assert!(text.contains("registrar_api_versions allows 2.5, 2.6"), "{text}");
+        assert!(
+            text.contains("registrar_api_versions allows 2.5, 2.6"),
+            "{text}"
+        );
         assert!(text.contains("offers API 2.0, 2.1, 2.2, 2.3"), "{text}");
         assert!(!err.is_retryable());
     }

@@ -77,9 +77,10 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
 
     // Registered and activated with the release's own registrar API.
     assert!(
-        agent
-            .output()
-            .contains(&format!("registered and activated (registrar API {})", release.api)),
+        agent.output().contains(&format!(
+            "registered and activated (registrar API {})",
+            release.api
+        )),
         "{}",
         agent.output()
     );
@@ -129,7 +130,10 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
     assert!(log.contains("Successful key derivation"), "{log}");
     let stored = dir.path().join("secure/unzipped/decrypted_payload");
     assert!(wait_until(10, || stored.exists()), "{}", agent.output());
-    assert!(std::fs::read(&stored).expect("read") == content, "payload differs");
+    assert!(
+        std::fs::read(&stored).expect("read") == content,
+        "payload differs"
+    );
 
     // Attestation goes on over at least five polls.
     assert!(
@@ -137,8 +141,16 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
         "attestation stalled: {}",
         peers.verifier_agent(id)
     );
-    assert_eq!(peers.verifier_state(id).0, GET_QUOTE, "{}", peers.verifier_agent(id));
-    assert_eq!(peers.verifier_db(id, "supported_version"), negotiated(release));
+    assert_eq!(
+        peers.verifier_state(id).0,
+        GET_QUOTE,
+        "{}",
+        peers.verifier_agent(id)
+    );
+    assert_eq!(
+        peers.verifier_db(id, "supported_version"),
+        negotiated(release)
+    );
     assert_eq!(
         peers.verifier_db(id, "enc_alg"),
         identity.recorded_enc_alg(release)
@@ -158,32 +170,56 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
 
 #[test]
 fn keylime_7_12_rsa() {
-    core_cases(KEYLIME_7_12, Identity::Rsa, "71200000-aaaa-4bbb-8ccc-000000000001");
+    core_cases(
+        KEYLIME_7_12,
+        Identity::Rsa,
+        "71200000-aaaa-4bbb-8ccc-000000000001",
+    );
 }
 
 #[test]
 fn keylime_7_12_ecc_is_refused_and_said_at_start() {
-    core_cases(KEYLIME_7_12, Identity::Ecc, "71200000-aaaa-4bbb-8ccc-000000000002");
+    core_cases(
+        KEYLIME_7_12,
+        Identity::Ecc,
+        "71200000-aaaa-4bbb-8ccc-000000000002",
+    );
 }
 
 #[test]
 fn keylime_7_13_rsa() {
-    core_cases(KEYLIME_7_13, Identity::Rsa, "71300000-aaaa-4bbb-8ccc-000000000001");
+    core_cases(
+        KEYLIME_7_13,
+        Identity::Rsa,
+        "71300000-aaaa-4bbb-8ccc-000000000001",
+    );
 }
 
 #[test]
 fn keylime_7_13_ecc() {
-    core_cases(KEYLIME_7_13, Identity::Ecc, "71300000-aaaa-4bbb-8ccc-000000000002");
+    core_cases(
+        KEYLIME_7_13,
+        Identity::Ecc,
+        "71300000-aaaa-4bbb-8ccc-000000000002",
+    );
 }
 
 #[test]
 fn keylime_7_14_rsa() {
-    core_cases(KEYLIME_7_14, Identity::Rsa, "71400000-aaaa-4bbb-8ccc-000000000001");
+    core_cases(
+        KEYLIME_7_14,
+        Identity::Rsa,
+        "71400000-aaaa-4bbb-8ccc-000000000001",
+    );
 }
 
 #[test]
 fn keylime_7_14_ecc() {
-    core_cases(KEYLIME_7_14, Identity::Ecc, "71400000-aaaa-4bbb-8ccc-000000000002");
+    core_cases(
+        KEYLIME_7_14,
+        Identity::Ecc,
+        "71400000-aaaa-4bbb-8ccc-000000000002",
+    );
 }
 
 /// Limiting the agent API (`api_versions`) does not limit registration,

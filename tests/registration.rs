@@ -167,3 +167,107 @@ async fn hundred_register_activate_cycles_leave_no_transient_handles() {
         "zero transient handles once stopped"
     );
 }
+
+/// The usual test config plus registration over the registrar's HTTPS
+/// port, with `ca` as `registrar_tls_ca_cert`.
+fn tls_lines(peers: &Peers, ca: &std::path::Path) -> Vec<String> {
+    vec![
+        "registrar_tls_enabled = true".into(),
+        format!("registrar_tls_port = {}", peers.registrar_tls_port),
+        format!("registrar_tls_ca_cert = {:?}", ca.display().to_string()),
+    ]
+}
+
+#[test]
+fn registers_over_https_with_the_registrars_certificate_verified() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let ca = peers.cv_ca().join("cacert.crt");
+    let (agent, _, _) = registered_agent(&peers, &tpm, &dir, ID, &tls_lines(&peers, &ca));
+    let expected = format!(
+        "registered and activated (registrar API 2.6) at https://127.0.0.1:{}",
+        peers.registrar_tls_port
+    );
+    assert!(agent.output().contains(&expected), "{}", agent.output());
+    assert_eq!(peers.registrar_agent(ID).0, 200);
+}
+
+#[test]
+fn a_registrar_certificate_from_another_ca_is_one_line_then_retries_and_nothing_registers() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let (other_ca, _) = common::make_ca_and_client(dir.path(), "other");
+    let mut lines = agent_lines(dir.path(), ID, Some(&peers));
+    lines.extend(tls_lines(&peers, &other_ca));
+    let config = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("retry 3 in", 30);
+    let log = agent.output();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("is not signed by the CA in registrar_tls_ca_cert"))
+        .collect();
+    assert!(refusals.len() >= 3, "{log}");
+    for line in &refusals {
+        assert!(
+            line.contains("WARN") && line.contains(&other_ca.display().to_string()),
+            "{line}"
+        );
+        assert!(line.contains("; retry "), "one line per attempt: {line}");
+    }
+    assert!(!log.contains("registered and activated"), "{log}");
+    assert_eq!(peers.registrar_agent(ID).0, 404, "nothing registered");
+}
+
+#[test]
+fn a_registrar_certificate_for_another_name_is_one_line_naming_registrar_ip() {
+    // A named fake: a TLS server whose certificate, from a CA the agent
+    // trusts, names another host (a fault the real registrar, which names
+    // its own address, cannot be made to show).
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let (ca, server) = common::make_ca_and_server(dir.path(), "elsewhere.invalid");
+    let port = common::free_port();
+    let mut fake = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&server.cert)
+        .arg("-key")
+        .arg(&server.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    assert!(common::wait_until(10, || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let mut lines = agent_lines(dir.path(), ID, None);
+    lines.extend([
+        "registrar_tls_enabled = true".to_string(),
+        format!("registrar_tls_port = {port}"),
+        format!("registrar_tls_ca_cert = {:?}", ca.display().to_string()),
+    ]);
+    let config = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("retry 2 in", 30);
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let log = agent.output();
+    let line = log
+        .lines()
+        .find(|l| l.contains("does not name 127.0.0.1"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("registrar_ip") && line.contains("WARN") && line.contains("; retry "),
+        "{line}"
+    );
+}

@@ -117,6 +117,8 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
         ("api_versions", "2.0, 3.0", "2.6"),
         ("exponential_backoff_max_retries", "-1", "forever"),
         ("contact_ip", "bad host!", "host name"),
+        ("registrar_tls_enabled", "yes please", "true"),
+        ("registrar_api_versions", "2.7", "2.6"),
     ];
     for (key, value, accepted) in cases {
         let dir = Dir::new();
@@ -130,6 +132,48 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn registrar_tls_needs_a_usable_ca_only_when_enabled() {
+    let dir = Dir::new();
+    let conf = || vec![dir.file("a.conf", &base(&dir))];
+    let off = load(conf(), &[("registrar_tls_ca_cert", "/nonexistent/ca.crt")]).expect("off");
+    assert_eq!(off.config.registrar_tls, None);
+    let err = load(
+        conf(),
+        &[
+            ("registrar_tls_enabled", "true"),
+            ("registrar_tls_ca_cert", "/nonexistent/ca.crt"),
+        ],
+    )
+    .expect_err("missing CA");
+    let line = err.to_string();
+    assert!(
+        line.contains("registrar_tls_ca_cert") && line.contains("/nonexistent/ca.crt"),
+        "{line}"
+    );
+    // "default" is cv_ca/cacert.crt under keylime_dir.
+    let cv_ca = dir.0.path().join("cv_ca");
+    std::fs::create_dir(&cv_ca).expect("mkdir");
+    std::fs::copy(dir.ca(), cv_ca.join("cacert.crt")).expect("copy");
+    let on = load(
+        conf(),
+        &[
+            ("registrar_tls_enabled", "true"),
+            ("registrar_tls_port", "9443"),
+        ],
+    )
+    .expect("on")
+    .config;
+    assert_eq!(
+        on.registrar_tls,
+        Some(RegistrarTls {
+            port: 9443,
+            ca_cert: cv_ca.join("cacert.crt")
+        })
+    );
+    assert_eq!(on.registrar_api_versions, ApiVersion::SUPPORTED.to_vec());
 }
 
 #[test]

@@ -691,6 +691,16 @@ pub fn https_get(
 
 /// A test CA and a client certificate it signed, written to `dir`.
 pub fn make_ca_and_client(dir: &Path, name: &str) -> (PathBuf, Client) {
+    make_ca_and_leaf(dir, name, "client", None)
+}
+
+/// A test CA and a server certificate it signed for DNS name `host`, written
+/// to `dir`; the `Client` holds the server's certificate and key.
+pub fn make_ca_and_server(dir: &Path, host: &str) -> (PathBuf, Client) {
+    make_ca_and_leaf(dir, host, host, Some(host))
+}
+
+fn make_ca_and_leaf(dir: &Path, name: &str, leaf_cn: &str, dns: Option<&str>) -> (PathBuf, Client) {
     use openssl::asn1::Asn1Time;
     use openssl::ec::{EcGroup, EcKey};
     use openssl::hash::MessageDigest;
@@ -712,7 +722,8 @@ pub fn make_ca_and_client(dir: &Path, name: &str) -> (PathBuf, Client) {
                  issuer: &str,
                  pubkey: &PKey<openssl::pkey::Private>,
                  signer: &PKey<openssl::pkey::Private>,
-                 ca: bool| {
+                 ca: bool,
+                 dns: Option<&str>| {
         let mut b = X509::builder().expect("builder");
         b.set_version(2).expect("v3");
         let serial = openssl::bn::BigNum::from_u32(rand_u32())
@@ -730,6 +741,13 @@ pub fn make_ca_and_client(dir: &Path, name: &str) -> (PathBuf, Client) {
             b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
                 .expect("ext");
         }
+        if let Some(dns) = dns {
+            let san = openssl::x509::extension::SubjectAlternativeName::new()
+                .dns(dns)
+                .build(&b.x509v3_context(None, None))
+                .expect("san");
+            b.append_extension(san).expect("ext");
+        }
         b.sign(signer, MessageDigest::sha256()).expect("sign");
         b.build()
     };
@@ -739,8 +757,16 @@ pub fn make_ca_and_client(dir: &Path, name: &str) -> (PathBuf, Client) {
         &ca_key,
         &ca_key,
         true,
+        None,
     );
-    let client = build("client", &format!("{name} CA"), &client_key, &ca_key, false);
+    let client = build(
+        leaf_cn,
+        &format!("{name} CA"),
+        &client_key,
+        &ca_key,
+        false,
+        dns,
+    );
     let ca_path = dir.join(format!("{name}-ca.crt"));
     let cert = dir.join(format!("{name}-client.crt"));
     let key_path = dir.join(format!("{name}-client.key"));
