@@ -383,6 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn only_a_refused_activation_asks_for_a_fresh_challenge() {
+        let tss = |op| {
+            RegistrarError::Tpm(TpmError::Tss {
+                op,
+                source: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InternalError),
+            })
+        };
+        assert!(tss(tpm::ACTIVATE_CREDENTIAL_OP).is_rejected_challenge());
+        assert!(!tss("reading the EK public area").is_rejected_challenge());
+        assert!(!RegistrarError::IdentityConflict {
+            agent_id: "x".into()
+        }
+        .is_rejected_challenge());
+    }
+
+    #[test]
     fn no_common_version_names_the_key() {
         let r712 =
             json!({"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]});

@@ -20,6 +20,24 @@ peer_release_dir() { printf '%s/keylime-%s' "$CI_HOME" "$1"; }
 peer_venv() { printf '%s/venv' "$(peer_release_dir "$1")"; }
 peer_templates() { printf '%s/src/keylime-%s/templates' "$(peer_release_dir "$1")" "$1"; }
 
+# peer_api RELEASE: the newest agent and registrar API of that release.
+peer_api() {
+    case $1 in
+    7.12.*) echo 2.3 ;;
+    7.13.*) echo 2.4 ;;
+    *) echo 2.6 ;;
+    esac
+}
+# peer_host RELEASE: a name the release's generated server certificates
+# hold for 127.0.0.1 (before 7.14.1 they name only "server"; reach it with
+# curl --resolve server:PORT:127.0.0.1).
+peer_host() {
+    case $1 in
+    7.12.* | 7.13.*) echo server ;;
+    *) echo 127.0.0.1 ;;
+    esac
+}
+
 # is_peer_release RELEASE: whether the scripts know that release.
 is_peer_release() {
     local r
