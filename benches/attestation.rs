@@ -193,7 +193,7 @@ fn tpm_cost(tpm: &Swtpm, dir: &Path) -> (f64, f64) {
         let request = QuoteRequest {
             nonce: b"ABCDEFGHIJ0123456789".to_vec(),
             pcrs: vec![10, 16],
-            data_pcr_digest: vec![7; 32],
+            data_pcr_digest: Some(vec![7; 32]),
         };
         for _ in 0..5 {
             tpm.quote(request.clone()).await.expect("quote");

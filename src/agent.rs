@@ -73,6 +73,15 @@ pub enum AgentError {
     },
 }
 
+/// Which front end the agent core is set up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// The mTLS API the verifier polls (`keylime_agent`).
+    Pull,
+    /// The worker that sends evidence to the verifier (`keylime_push_model_agent`).
+    Push,
+}
+
 /// Everything the agent is, once set up: TPM, id, keys, registrar client.
 #[derive(Debug)]
 pub struct AgentCore {
@@ -147,8 +156,15 @@ impl RunningServer {
 
 impl AgentCore {
     /// Prepares the state directory, starts the TPM owner and resolves the
-    /// identity. On failure after the TPM started, the TPM is shut down.
+    /// identity, for the pull API. On failure after the TPM started, the
+    /// TPM is shut down.
     pub async fn prepare(config: &Config) -> Result<Self, AgentError> {
+        Self::prepare_for(config, FrontEnd::Pull).await
+    }
+
+    /// As [`Self::prepare`], for `front`: the push worker needs no mTLS
+    /// certificate and no secure payload directory.
+    pub async fn prepare_for(config: &Config, front: FrontEnd) -> Result<Self, AgentError> {
         secure_fs::ensure_private_dir(&config.keylime_dir).map_err(|source| {
             AgentError::StateDir {
                 path: config.keylime_dir.display().to_string(),
@@ -166,14 +182,16 @@ impl AgentCore {
         })
         .await?;
         let secure = &config.payload.secure_dir;
-        if let Err(source) = secure_dir::prepare(secure, &config.payload.secure_size) {
-            tpm.shutdown().await;
-            return Err(AgentError::SecureDir {
-                path: secure.display().to_string(),
-                source,
-            });
+        if front == FrontEnd::Pull {
+            if let Err(source) = secure_dir::prepare(secure, &config.payload.secure_size) {
+                tpm.shutdown().await;
+                return Err(AgentError::SecureDir {
+                    path: secure.display().to_string(),
+                    source,
+                });
+            }
         }
-        match Self::with_tpm(config, tpm.clone()) {
+        match Self::with_tpm(config, tpm.clone(), front) {
             Ok(core) => Ok(core),
             Err(e) => {
                 tpm.shutdown().await;
@@ -182,13 +200,15 @@ impl AgentCore {
         }
     }
 
-    fn with_tpm(config: &Config, tpm: Tpm) -> Result<Self, AgentError> {
+    fn with_tpm(config: &Config, tpm: Tpm, front: FrontEnd) -> Result<Self, AgentError> {
         let agent_id = config
             .agent_id
             .resolve(&config.keylime_dir, &tpm.keys().ek_public_pem)?;
         let payload_key =
             PayloadKey::load_or_create(&config.payload_key, &config.payload_key_password)?;
-        let mtls = if config.enable_agent_mtls {
+        let mtls = if front == FrontEnd::Push {
+            None
+        } else if config.enable_agent_mtls {
             Some(MtlsIdentity::load_or_create(
                 &config.server_key,
                 &config.server_key_password,
@@ -227,6 +247,11 @@ impl AgentCore {
             what: "hashing the NK".into(),
             source,
         })?;
+        if front == FrontEnd::Pull && mtls.is_none() && !config.payload.enable_insecure_payload {
+            tracing::warn!(
+                "mTLS is off and enable_insecure_payload = false: payloads will be refused"
+            );
+        }
         let payload = PayloadService::new(
             agent_id.as_str(),
             payload_key.private_key().clone(),

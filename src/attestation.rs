@@ -1,6 +1,9 @@
-//! Identity and integrity quotes: combines a TPM quote with the IMA and
-//! UEFI logs into what the tenant and verifier ask for. No HTTP here; the
-//! wire spelling is the API layer's business.
+//! The evidence back end of both front ends: combines a TPM quote with the
+//! IMA and UEFI logs into what the tenant and verifier ask for, in the pull
+//! model (identity and integrity quotes, PCR 16 bound to the NK, an ASCII
+//! nonce) and in the push model (a quote over the PCRs the verifier chose,
+//! a binary challenge, no PCR 16 binding). No HTTP here; the wire spelling
+//! is each front end's business.
 
 use std::fmt;
 use std::str::FromStr;
@@ -159,6 +162,11 @@ impl Attestation {
         self.sign_alg
     }
 
+    /// The AK's signing hash and quoted PCR bank.
+    pub fn hash_alg(&self) -> HashAlg {
+        self.hash_alg
+    }
+
     /// The NK PEM served as `pubkey`.
     pub fn nk_pem(&self) -> &Arc<str> {
         &self.nk_pem
@@ -189,6 +197,45 @@ impl Attestation {
         Ok(IntegrityEvidence { quote, ima, mb_log })
     }
 
+    /// What push-model capabilities can offer now: the IMA log's entry
+    /// count (`None` without a log) and whether a UEFI log is readable.
+    pub async fn inventory(&self) -> Result<EvidenceInventory, AttestationError> {
+        Ok(EvidenceInventory {
+            ima_entries: self.ima.entry_count().await?,
+            uefi_log: self.uefi.base64().await.is_some(),
+        })
+    }
+
+    /// Push-model evidence for what the verifier selected: a quote over
+    /// `request.pcrs` with the challenge as qualifying data and PCR 16 left
+    /// alone, then (never before the quote, so the log is not behind PCR
+    /// 10) the IMA entries from the verifier's offset and the UEFI log.
+    pub async fn push_evidence(
+        &self,
+        request: &EvidenceRequest,
+    ) -> Result<PushEvidence, AttestationError> {
+        let quote = self
+            .quote_parts(
+                request.challenge.clone(),
+                request.pcrs.clone(),
+                DataPcr::Unbound,
+            )
+            .await?;
+        let ima = match request.ima_offset {
+            Some(offset) => match self.ima.slice_from(offset).await? {
+                Some(slice) => Some(slice.read_text().await?),
+                None => Some(String::new()),
+            },
+            None => None,
+        };
+        let uefi = if request.uefi_log {
+            self.uefi.base64().await
+        } else {
+            None
+        };
+        Ok(PushEvidence { quote, ima, uefi })
+    }
+
     async fn quote(
         &self,
         nonce: &Nonce,
@@ -196,12 +243,11 @@ impl Attestation {
         with_pubkey: bool,
     ) -> Result<Quote, AttestationError> {
         let parts = self
-            .tpm
-            .quote(QuoteRequest {
-                nonce: nonce.as_str().as_bytes().to_vec(),
-                pcrs: mask.with_data_pcr(),
-                data_pcr_digest: self.data_pcr_digest.clone(),
-            })
+            .quote_parts(
+                nonce.as_str().as_bytes().to_vec(),
+                mask.with_data_pcr(),
+                DataPcr::BoundToNk,
+            )
             .await?;
         Ok(Quote {
             quote: quote_string(&parts),
@@ -211,6 +257,72 @@ impl Attestation {
             pubkey: with_pubkey.then(|| self.nk_pem.clone()),
         })
     }
+}
+
+impl Attestation {
+    /// The one quote transaction both front ends use.
+    async fn quote_parts(
+        &self,
+        qualifying: Vec<u8>,
+        pcrs: Vec<u8>,
+        data_pcr: DataPcr,
+    ) -> Result<QuoteParts, AttestationError> {
+        let data_pcr_digest = match data_pcr {
+            DataPcr::BoundToNk => Some(self.data_pcr_digest.clone()),
+            DataPcr::Unbound => None,
+        };
+        Ok(self
+            .tpm
+            .quote(QuoteRequest {
+                nonce: qualifying,
+                pcrs,
+                data_pcr_digest,
+            })
+            .await?)
+    }
+}
+
+/// Whether a quote binds the NK to PCR 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataPcr {
+    /// Pull model: PCR 16 reset and extended with H(NK), always quoted.
+    BoundToNk,
+    /// Push model: PCR 16 untouched, quoted only when selected.
+    Unbound,
+}
+
+/// What the agent can offer as push-model evidence right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceInventory {
+    /// Complete entries in the IMA log, `None` without one.
+    pub ima_entries: Option<u64>,
+    /// Whether a UEFI event log is readable.
+    pub uefi_log: bool,
+}
+
+/// What a push verifier asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRequest {
+    /// The quote's qualifying data (the decoded challenge).
+    pub challenge: Vec<u8>,
+    /// PCRs to quote in the AK's bank, ascending.
+    pub pcrs: Vec<u8>,
+    /// IMA entries wanted from this one on, or `None` for no IMA log.
+    pub ima_offset: Option<u64>,
+    /// Whether the UEFI log is wanted.
+    pub uefi_log: bool,
+}
+
+/// Push-model evidence, transport-free.
+#[derive(Debug, Clone)]
+pub struct PushEvidence {
+    /// TPMS_ATTEST, TPMT_SIGNATURE and the PCR blob.
+    pub quote: QuoteParts,
+    /// IMA entries from the requested offset, each ending in `\n`
+    /// (empty when there is no log), when asked for.
+    pub ima: Option<String>,
+    /// The UEFI log as base64, when asked for and readable.
+    pub uefi: Option<Arc<str>>,
 }
 
 /// The wire form the peers parse: `r` + three base64 parts joined by `:`.

@@ -149,7 +149,7 @@ impl RequestFailure {
             },
             _ => Self::Transport {
                 url: url.into(),
-                detail,
+                detail: root_cause(error),
             },
         }
     }
@@ -175,6 +175,16 @@ fn is_name_mismatch(detail: &str) -> bool {
     ]
     .iter()
     .any(|m| detail.contains(m))
+}
+
+/// The innermost source of `error` (e.g. "Connection refused (os error
+/// 111)"), on one line: what an operator acts on.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string().replace('\n', " ")
 }
 
 /// `error` and its sources, de-duplicated, on one line.

@@ -15,6 +15,11 @@
 //! [`peer_compat`] says at start what the Keylime release behind the
 //! registrar cannot verify of the configured algorithms.
 //!
+//! The pull front end is [`api`]; the push front end is [`push`]
+//! (`keylime_push_model_agent`: no server, evidence sent to the verifier's
+//! API v3.0). Both ask [`attestation`] for evidence; [`cli`] is what the two
+//! binaries share around the agent (logging, config, shutdown signal).
+//!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob
 //! → TPM2_ActivateCredential on the owner thread → HMAC `auth_tag` →
@@ -31,6 +36,7 @@ pub mod algorithms;
 pub mod api;
 pub mod api_version;
 pub mod attestation;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod evidence;
@@ -39,6 +45,7 @@ pub mod identity;
 pub mod payload;
 pub mod peer_compat;
 pub mod privileges;
+pub mod push;
 pub mod registrar;
 pub mod retry;
 pub mod revocation;

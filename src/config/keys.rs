@@ -15,6 +15,11 @@ pub const USED: &[&str] = &[
     "registrar_tls_port",
     "registrar_tls_ca_cert",
     "registrar_api_versions",
+    "verifier_url",
+    "verifier_tls_ca_cert",
+    "attestation_interval_seconds",
+    "certification_keys_server_identifier",
+    "uefi_logs_evidence_version",
     "keylime_dir",
     "enable_agent_mtls",
     "server_key",
@@ -58,10 +63,6 @@ pub const USED: &[&str] = &[
 /// upstream default written as TOML would render it. A value other than the
 /// default earns one warning at start; the default stays silent.
 pub const NOT_YET_USED: &[(&str, &str)] = &[
-    ("verifier_url", ""),
-    ("verifier_tls_ca_cert", "default"),
-    ("certification_keys_server_identifier", ""),
-    ("uefi_logs_evidence_version", ""),
     ("tls_accept_invalid_certs", "false"),
     ("tls_accept_invalid_hostnames", "false"),
     ("tls_dir", "default"),

@@ -59,6 +59,30 @@ pub fn host(raw: &str) -> Parsed<String> {
     }
 }
 
+/// An `https://host[:port]` base URL, or empty for none; a trailing slash
+/// is dropped.
+pub fn https_url(raw: &str) -> Parsed<Option<String>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let accepted = || InvalidValue::new("an https:// URL such as https://verifier.example:8881");
+    let rest = raw.strip_prefix("https://").ok_or_else(accepted)?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(accepted());
+    }
+    let (host_part, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    host(host_part).map_err(|_| accepted())?;
+    if let Some(p) = port {
+        self::port(p).map_err(|_| accepted())?;
+    }
+    Ok(Some(format!("https://{authority}")))
+}
+
 /// A plain file name (no directory part), as for files in the payload directory.
 pub fn file_name(raw: &str) -> Parsed<String> {
     let raw = raw.trim();
@@ -231,6 +255,33 @@ mod tests {
         assert_eq!(port("9002"), Ok(9002));
         for bad in ["0", "65536", "-1", "http", "", "90.2"] {
             assert!(port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn https_urls() {
+        assert_eq!(https_url(""), Ok(None));
+        assert_eq!(
+            https_url("https://127.0.0.1:8881/"),
+            Ok(Some("https://127.0.0.1:8881".into()))
+        );
+        assert_eq!(
+            https_url("https://[::1]:8881"),
+            Ok(Some("https://[::1]:8881".into()))
+        );
+        assert_eq!(
+            https_url("https://verifier.example"),
+            Ok(Some("https://verifier.example".into()))
+        );
+        for bad in [
+            "http://127.0.0.1:8881",
+            "127.0.0.1:8881",
+            "https://",
+            "https://host:99999",
+            "https://host/v3.0",
+            "https://user@host",
+        ] {
+            assert!(https_url(bad).is_err(), "{bad}");
         }
     }
 

@@ -63,7 +63,40 @@ impl ImaLog {
             .map_err(io::Error::other)?
     }
 
+    /// The number of complete entries in the log now, or `None` when there
+    /// is no log file (what push-model capabilities report as `entry_count`).
+    pub async fn entry_count(&self) -> io::Result<Option<u64>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.with_index(|index, _| Ok(index.line_starts.len() as u64))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     fn slice_blocking(&self, entry: u64) -> io::Result<Option<ImaSlice>> {
+        self.with_index(|index, path| {
+            let lines = index.line_starts.len() as u64;
+            let entry = if entry > lines { 0 } else { entry };
+            let offset = usize::try_from(entry)
+                .ok()
+                .and_then(|e| index.line_starts.get(e).copied())
+                .unwrap_or(index.scanned);
+            Ok(ImaSlice {
+                entry,
+                path: path.clone(),
+                offset,
+                len: index.scanned - offset,
+            })
+        })
+    }
+
+    /// Runs `f` on the index brought up to the file's end; `None` when
+    /// there is no log file.
+    fn with_index<T>(
+        &self,
+        f: impl FnOnce(&LineIndex, &PathBuf) -> io::Result<T>,
+    ) -> io::Result<Option<T>> {
         let mut file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -74,18 +107,7 @@ impl ImaLog {
             .lock()
             .map_err(|_| io::Error::other("IMA index lock poisoned"))?;
         index.refresh(&mut file)?;
-        let lines = index.line_starts.len() as u64;
-        let entry = if entry > lines { 0 } else { entry };
-        let offset = usize::try_from(entry)
-            .ok()
-            .and_then(|e| index.line_starts.get(e).copied())
-            .unwrap_or(index.scanned);
-        Ok(Some(ImaSlice {
-            entry,
-            path: self.path.clone(),
-            offset,
-            len: index.scanned - offset,
-        }))
+        f(&index, &self.path).map(Some)
     }
 }
 
@@ -141,6 +163,14 @@ impl ImaSlice {
         file.seek(SeekFrom::Start(self.offset)).await?;
         Ok(file.take(self.len))
     }
+
+    /// The slice as text, for a body that carries it as one JSON string
+    /// (push-model evidence).
+    pub async fn read_text(&self) -> io::Result<String> {
+        let mut text = String::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        self.open().await?.read_to_string(&mut text).await?;
+        Ok(text)
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +203,7 @@ mod tests {
             f.write_all(line(i).as_bytes()).expect("write");
         }
         let log = ImaLog::new(&path);
+        assert_eq!(log.entry_count().await.expect("count"), Some(5));
         let all = log.slice_from(0).await.expect("io").expect("present");
         assert_eq!(
             (all.entry, text(&all).await),

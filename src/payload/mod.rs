@@ -54,12 +54,8 @@ impl PayloadService {
     /// Payloads are stored and run only when `mtls` is on or the config
     /// allows insecure payloads.
     pub fn new(agent_id: &str, nk: PKey<Private>, config: PayloadConfig, mtls: bool) -> Self {
+        // (Whether payloads are allowed is told at start by the pull front end.)
         let payloads_allowed = mtls || config.enable_insecure_payload;
-        if !payloads_allowed {
-            tracing::warn!(
-                "mTLS is off and enable_insecure_payload = false: payloads will be refused"
-            );
-        }
         Self {
             halves: Arc::new(Mutex::new(KeyHalves::new(agent_id))),
             nk,

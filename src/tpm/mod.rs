@@ -166,6 +166,13 @@ impl Tpm {
         self.run(move |owner| owner.quote(request)).await
     }
 
+    /// TPM2_Certify of the AK by itself over `qualifying` data (the push
+    /// verifier's session challenge): marshalled TPMS_ATTEST and
+    /// TPMT_SIGNATURE.
+    pub async fn certify_ak(&self, qualifying: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        self.run(move |owner| owner.certify_ak(qualifying)).await
+    }
+
     /// Extends `pcr` in the AK's hash bank with `digest` (e.g. a payload
     /// measurement, or IMA-style evidence in tests).
     pub async fn extend_pcr(&self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {

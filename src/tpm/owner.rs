@@ -143,6 +143,13 @@ impl Owner {
         quote::quote(&mut self.ctx, self.ak, self.hash, request)
     }
 
+    pub(super) fn certify_ak(
+        &mut self,
+        qualifying: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        quote::certify_ak(&mut self.ctx, self.ak, qualifying)
+    }
+
     pub(super) fn extend_pcr(&mut self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {
         quote::extend(&mut self.ctx, pcr, self.hash, digest, false)
     }

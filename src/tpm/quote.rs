@@ -1,7 +1,8 @@
-//! The quote transaction: bind the NK to PCR 16, read the selected PCRs,
-//! TPM2_Quote them with the AK, and check that the values read are the
-//! values quoted (retrying while another PCR, typically IMA's PCR 10,
-//! moved in between).
+//! The quote transaction: bind the NK to PCR 16 (pull model), read the
+//! selected PCRs, TPM2_Quote them with the AK, and check that the values
+//! read are the values quoted (retrying while another PCR, typically IMA's
+//! PCR 10, moved in between). Also TPM2_Certify of the AK by itself, the
+//! push model's proof of possession.
 
 use openssl::hash::Hasher;
 use tss_esapi::handles::{KeyHandle, PcrHandle};
@@ -23,12 +24,14 @@ pub const DATA_PCR: u8 = 16;
 /// What to quote.
 #[derive(Debug, Clone)]
 pub struct QuoteRequest {
-    /// TPM2_Quote qualifyingData: the verifier's nonce as ASCII bytes.
+    /// TPM2_Quote qualifyingData: the pull verifier's nonce as ASCII
+    /// bytes, or the push verifier's binary challenge.
     pub nonce: Vec<u8>,
-    /// PCRs to quote, ascending, [`DATA_PCR`] included.
+    /// PCRs to quote, ascending ([`DATA_PCR`] included when bound).
     pub pcrs: Vec<u8>,
-    /// What PCR 16 is extended with after its reset: H(NK PEM).
-    pub data_pcr_digest: Vec<u8>,
+    /// What PCR 16 is extended with after its reset (H(NK PEM), pull
+    /// model), or `None` to leave PCR 16 alone (push quotes bind nothing).
+    pub data_pcr_digest: Option<Vec<u8>>,
 }
 
 /// The three parts of a Keylime quote string, as raw bytes.
@@ -50,7 +53,9 @@ pub(super) fn quote(
 ) -> Result<QuoteParts, TpmError> {
     let nonce = Data::try_from(request.nonce)
         .map_err(|_| TpmError::Invalid("nonce longer than 64 bytes".into()))?;
-    extend(ctx, DATA_PCR, hash, request.data_pcr_digest, true)?;
+    if let Some(digest) = request.data_pcr_digest {
+        extend(ctx, DATA_PCR, hash, digest, true)?;
+    }
     let slots = request
         .pcrs
         .iter()
@@ -88,6 +93,35 @@ pub(super) fn quote(
     Err(TpmError::Invalid(format!(
         "PCR values kept changing across {MAX_ATTEMPTS} quotes"
     )))
+}
+
+/// TPM2_Certify of the AK by the AK with `qualifying` data (no scheme: the
+/// AK's own): the TPMS_ATTEST and TPMT_SIGNATURE, marshalled.
+pub(super) fn certify_ak(
+    ctx: &mut Context,
+    ak: KeyHandle,
+    qualifying: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    let data = Data::try_from(qualifying)
+        .map_err(|_| TpmError::Invalid("challenge longer than 64 bytes".into()))?;
+    let (attest, signature) = ctx
+        .execute_with_sessions(
+            (
+                Some(AuthSession::Password),
+                Some(AuthSession::Password),
+                None,
+            ),
+            |ctx| ctx.certify(ak.into(), ak, data, SignatureScheme::Null),
+        )
+        .map_err(TpmError::tss("Certify"))?;
+    Ok((
+        attest
+            .marshall()
+            .map_err(TpmError::tss("marshalling TPMS_ATTEST"))?,
+        signature
+            .marshall()
+            .map_err(TpmError::tss("marshalling TPMT_SIGNATURE"))?,
+    ))
 }
 
 /// Extends `pcr` in the `hash` bank with `digest`, after resetting it if `reset`.

@@ -22,6 +22,7 @@ use tss_esapi::structures::CapabilityData;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_keylime_agent");
+pub const PUSH_AGENT_BIN: &str = env!("CARGO_BIN_EXE_keylime_push_model_agent");
 
 /// Loads an agent config file, with the TPM connection given as `TCTI`.
 pub fn load_config(file: PathBuf, tcti: String) -> keylime_agent::config::Config {
@@ -251,6 +252,16 @@ impl Peers {
 
     /// Sets up and starts `which` of `release`.
     pub fn start_release(which: &str, release: Release) -> Option<Self> {
+        Self::start_with(which, release, "pull", &[])
+    }
+
+    /// Sets up and starts `which` of the newest release with the verifier
+    /// in push mode; `verifier_env` are extra `KEYLIME_VERIFIER_*` settings.
+    pub fn start_push(which: &str, verifier_env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with(which, KEYLIME_7_14, "push", verifier_env)
+    }
+
+    fn start_with(which: &str, release: Release, mode: &str, env: &[(&str, &str)]) -> Option<Self> {
         template().err().map(|reason| skip::<()>(&reason));
         template().ok()?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -258,6 +269,7 @@ impl Peers {
             .arg("setup")
             .arg(dir.path())
             .arg(release.name)
+            .arg(mode)
             .output()
             .expect("peers");
         if !setup.status.success() {
@@ -266,6 +278,7 @@ impl Peers {
                 String::from_utf8_lossy(&setup.stderr)
             ));
         }
+        let settings = env;
         let env = std::fs::read_to_string(dir.path().join("peers.env")).expect("peers.env");
         let var = |name: &str| -> u16 {
             env.lines()
@@ -280,6 +293,9 @@ impl Peers {
             dir,
             release,
         };
+        for (name, value) in settings {
+            peers.export(name, value);
+        }
         peers.service("start", which);
         Some(peers)
     }
@@ -311,6 +327,12 @@ impl Peers {
     /// The registrar's record of an agent, on this release's API version.
     pub fn registrar_agent(&self, id: &str) -> (u16, serde_json::Value) {
         self.registrar_get(&format!("/v{}/agents/{id}", self.release.api))
+    }
+
+    /// `GET` on the verifier as an admin (the tenant's client certificate).
+    pub fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.peer_get(self.verifier_port, path)
+            .unwrap_or_else(|code| panic!("curl to the verifier failed with exit code {code}"))
     }
 
     /// `GET` on a peer's TLS `port` as the tenant, by a name its server
@@ -408,9 +430,18 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(config: &Path, tcti: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::spawn_binary(AGENT_BIN, config, tcti, extra_env)
+    }
+
+    /// `keylime_push_model_agent` with this config.
+    pub fn spawn_push(config: &Path, tcti: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::spawn_binary(PUSH_AGENT_BIN, config, tcti, extra_env)
+    }
+
+    fn spawn_binary(binary: &str, config: &Path, tcti: &str, extra_env: &[(&str, &str)]) -> Self {
         let log = config.with_extension(format!("log{}", free_port()));
         let file = std::fs::File::create(&log).expect("log");
-        let mut cmd = Command::new(AGENT_BIN);
+        let mut cmd = Command::new(binary);
         for (k, _) in std::env::vars() {
             if k.starts_with("KEYLIME") {
                 cmd.env_remove(k);
@@ -552,16 +583,21 @@ impl Peers {
     /// release's default is `ecschnorr, rsassa`); the tenant hands its lists
     /// to the verifier.
     pub fn tenant_accepts_ecdsa(&self) {
+        self.export(
+            "KEYLIME_TENANT_ACCEPT_TPM_SIGNING_ALGS",
+            "\"['ecschnorr', 'rsassa', 'ecdsa']\"",
+        );
+    }
+
+    /// Adds `export NAME=VALUE` to `peers.env`: services started (or the
+    /// tenant run) after this see it.
+    pub fn export(&self, name: &str, value: &str) {
         use std::io::Write;
         let mut env = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join("peers.env"))
             .expect("peers.env");
-        writeln!(
-            env,
-            "export KEYLIME_TENANT_ACCEPT_TPM_SIGNING_ALGS=\"['ecschnorr', 'rsassa', 'ecdsa']\""
-        )
-        .expect("append");
+        writeln!(env, "export {name}={value}").expect("append");
     }
 
     /// Runs `keylime_tenant` with this directory's config.

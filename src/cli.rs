@@ -1,0 +1,85 @@
+//! What both binaries do around the agent: logging, the config (a bad
+//! value exits 2 with one line), the async runtime, and SIGINT/SIGTERM as
+//! the one shutdown signal.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use crate::config::{Config, ConfigError, ConfigSources};
+
+/// The shutdown signal handed to the agent: resolves on SIGINT or SIGTERM.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Sets up logging, loads the config (`explicit` = `--config`), lets
+/// `start` check it and build the agent's future, and runs that future
+/// until it ends. Exit codes: 0 after a clean stop, 1 when the agent
+/// failed, 2 for a config problem.
+pub fn run<F, Fut, E>(program: &str, explicit: Option<PathBuf>, start: F) -> ExitCode
+where
+    F: FnOnce(Config, Shutdown) -> Result<Fut, ConfigError>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "info,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn",
+                )
+            }),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let agent = match start(loaded.config, Box::pin(shutdown_signal())) {
+        Ok(agent) => agent,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(agent) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

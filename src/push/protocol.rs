@@ -1,0 +1,536 @@
+//! The push model's wire format (verifier API v3.0, JSON:API bodies): what
+//! the agent sends and how it reads the answers. Pure functions, no I/O.
+//!
+//! Only what the AK can do is offered: one hash bank (the AK's), one
+//! signature scheme (RSASSA), the AK itself as the certification key. The
+//! 7.14 verifier asks for PCRs in every bank it is offered but can check a
+//! quote over one bank only, so offering more would break attestation.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::algorithms::{HashAlg, SigningAlg};
+use crate::attestation::{EvidenceInventory, EvidenceRequest, PushEvidence};
+
+/// The content type every v3.0 request carries.
+pub const JSON_API: &str = "application/vnd.api+json";
+
+/// An answer that does not say what the agent needs.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("verifier answer: {0}")]
+pub struct ProtocolError(pub String);
+
+fn missing(what: &str) -> ProtocolError {
+    ProtocolError(format!("no {what}"))
+}
+
+/// `POST /v3.0/sessions`: ask for a proof-of-possession challenge.
+pub fn session_request(agent_id: &str) -> Value {
+    json!({"data": {"type": "session", "attributes": {
+        "agent_id": agent_id,
+        "authentication_supported": [
+            {"authentication_class": "pop", "authentication_type": "tpm_pop"}
+        ]
+    }}})
+}
+
+/// The session id and the decoded challenge of a session answer.
+pub fn session_challenge(answer: &Value) -> Result<(String, Vec<u8>), ProtocolError> {
+    let id = answer
+        .pointer("/data/id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| missing("data.id in the session answer"))?;
+    let challenge = answer
+        .pointer("/data/attributes/authentication_requested")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|a| a["authentication_type"] == "tpm_pop")
+        .and_then(|a| a.pointer("/chosen_parameters/challenge"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| missing("tpm_pop challenge in the session answer"))?;
+    let challenge = B64
+        .decode(challenge)
+        .map_err(|e| ProtocolError(format!("session challenge is not base64: {e}")))?;
+    Ok((id.to_string(), challenge))
+}
+
+/// `PATCH /v3.0/sessions/{id}`: the TPM2_Certify proof.
+pub fn session_proof(agent_id: &str, session_id: &str, attest: &[u8], signature: &[u8]) -> Value {
+    json!({"data": {"type": "session", "id": session_id, "attributes": {
+        "agent_id": agent_id,
+        "authentication_provided": [{
+            "authentication_class": "pop",
+            "authentication_type": "tpm_pop",
+            "data": {"message": B64.encode(attest), "signature": B64.encode(signature)}
+        }]
+    }}})
+}
+
+/// The outcome of a proof: the bearer token and its expiry (RFC 3339), or
+/// `None` when the verifier did not accept it.
+pub fn session_token(answer: &Value) -> Option<(String, Option<String>)> {
+    let attrs = answer.pointer("/data/attributes")?;
+    if attrs["evaluation"] != "pass" {
+        return None;
+    }
+    let token = attrs["token"].as_str()?.to_string();
+    let expires = attrs["token_expires_at"].as_str().map(str::to_string);
+    Some((token, expires))
+}
+
+/// What the agent offers, from the AK and the logs present.
+#[derive(Debug, Clone)]
+pub struct Offer<'a> {
+    /// The AK's hash bank and signing hash.
+    pub hash: HashAlg,
+    /// The AK's signature scheme.
+    pub signing: SigningAlg,
+    /// The AK's TPM2B_PUBLIC (what the verifier holds as `ak_tpm`).
+    pub ak_public: &'a [u8],
+    /// `certification_keys_server_identifier`.
+    pub key_id: &'a str,
+    /// The logs.
+    pub inventory: EvidenceInventory,
+    /// `uefi_logs_evidence_version`.
+    pub uefi_version: &'a str,
+    /// Boot time, Unix seconds (constant for a boot).
+    pub boot_time: u64,
+}
+
+/// `POST /v3.0/agents/{id}/attestations`: the capabilities.
+pub fn capabilities(offer: &Offer<'_>) -> Value {
+    let bank = offer.hash.as_str();
+    let scheme = offer.signing.as_str();
+    let mut items = vec![json!({
+        "evidence_class": "certification",
+        "evidence_type": "tpm_quote",
+        "capabilities": {
+            "component_version": "2.0",
+            "hash_algorithms": [bank],
+            "signature_schemes": [scheme],
+            "available_subjects": {bank: (0..24).collect::<Vec<u8>>()},
+            "certification_keys": [{
+                "key_class": "asymmetric",
+                "key_algorithm": "rsa",
+                "key_size": 2048,
+                "server_identifier": offer.key_id,
+                "public": B64.encode(offer.ak_public),
+                "allowable_hash_algorithms": [bank],
+                "allowable_signature_schemes": [scheme],
+            }],
+        },
+    })];
+    if offer.inventory.uefi_log {
+        items.push(json!({
+            "evidence_class": "log",
+            "evidence_type": "uefi_log",
+            "capabilities": {
+                "evidence_version": offer.uefi_version,
+                "entry_count": 0,
+                "supports_partial_access": false,
+                "appendable": false,
+                "formats": ["application/octet-stream"],
+            },
+        }));
+    }
+    if let Some(entries) = offer.inventory.ima_entries {
+        items.push(json!({
+            "evidence_class": "log",
+            "evidence_type": "ima_log",
+            "capabilities": {
+                "entry_count": entries,
+                "supports_partial_access": true,
+                "appendable": true,
+                "formats": ["text/plain"],
+            },
+        }));
+    }
+    json!({"data": {"type": "attestation", "attributes": {
+        "evidence_supported": items,
+        "system_info": {"boot_time": offer.boot_time},
+    }}})
+}
+
+/// One item the verifier asked for, in its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// The quote.
+    TpmQuote,
+    /// IMA entries.
+    ImaLog,
+    /// The UEFI log.
+    UefiLog,
+}
+
+/// What the verifier chose: the items in order and the evidence request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// The requested items, in the order the evidence must follow.
+    pub items: Vec<Requested>,
+    /// The back end's request.
+    pub request: EvidenceRequest,
+}
+
+/// Reads `evidence_requested` from a 201 answer to the capabilities. The
+/// quote's hash and scheme must be the AK's: nothing else was offered.
+pub fn chosen_parameters(
+    answer: &Value,
+    hash: HashAlg,
+    signing: SigningAlg,
+) -> Result<Chosen, ProtocolError> {
+    let requested = answer
+        .pointer("/data/attributes/evidence_requested")
+        .and_then(Value::as_array)
+        .ok_or_else(|| missing("evidence_requested"))?;
+    let mut items = Vec::with_capacity(requested.len());
+    let mut request = EvidenceRequest {
+        challenge: Vec::new(),
+        pcrs: Vec::new(),
+        ima_offset: None,
+        uefi_log: false,
+    };
+    for item in requested {
+        let params = &item["chosen_parameters"];
+        match item["evidence_type"].as_str() {
+            Some("tpm_quote") => {
+                let challenge = params["challenge"]
+                    .as_str()
+                    .ok_or_else(|| missing("tpm_quote challenge"))?;
+                request.challenge = B64
+                    .decode(challenge)
+                    .map_err(|e| ProtocolError(format!("challenge is not base64: {e}")))?;
+                if params["hash_algorithm"] != hash.as_str()
+                    || params["signature_scheme"] != signing.as_str()
+                {
+                    return Err(ProtocolError(format!(
+                        "the verifier chose {} / {}, but only {} / {} were offered",
+                        params["hash_algorithm"],
+                        params["signature_scheme"],
+                        hash,
+                        signing.as_str()
+                    )));
+                }
+                request.pcrs = selected_pcrs(&params["selected_subjects"], hash)?;
+                items.push(Requested::TpmQuote);
+            }
+            Some("ima_log") => {
+                let offset = params["starting_offset"]
+                    .as_u64()
+                    .ok_or_else(|| missing("ima_log starting_offset"))?;
+                request.ima_offset = Some(offset);
+                items.push(Requested::ImaLog);
+            }
+            Some("uefi_log") => {
+                request.uefi_log = true;
+                items.push(Requested::UefiLog);
+            }
+            other => {
+                return Err(ProtocolError(format!(
+                    "evidence {other:?} was asked for but never offered"
+                )))
+            }
+        }
+    }
+    if !items.contains(&Requested::TpmQuote) {
+        return Err(missing("tpm_quote in evidence_requested"));
+    }
+    Ok(Chosen { items, request })
+}
+
+fn selected_pcrs(subjects: &Value, hash: HashAlg) -> Result<Vec<u8>, ProtocolError> {
+    let subjects = subjects
+        .as_object()
+        .ok_or_else(|| missing("selected_subjects"))?;
+    for (bank, pcrs) in subjects {
+        if bank != hash.as_str() && !pcrs.is_null() {
+            return Err(ProtocolError(format!(
+                "PCRs asked in the {bank} bank; only {hash} was offered"
+            )));
+        }
+    }
+    let mut pcrs: Vec<u8> = subjects
+        .get(hash.as_str())
+        .and_then(Value::as_array)
+        .ok_or_else(|| missing("PCRs in the selected bank"))?
+        .iter()
+        .map(|p| {
+            p.as_u64()
+                .and_then(|p| u8::try_from(p).ok())
+                .filter(|p| *p < 24)
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| ProtocolError("a selected PCR is not a number from 0 to 23".into()))?;
+    pcrs.sort_unstable();
+    pcrs.dedup();
+    if pcrs.is_empty() {
+        return Err(missing("PCR in selected_subjects"));
+    }
+    Ok(pcrs)
+}
+
+/// `PATCH …/attestations/{index}`: the evidence, in the requested order.
+pub fn evidence(items: &[Requested], evidence: &PushEvidence) -> Value {
+    let collected: Vec<Value> = items
+        .iter()
+        .map(|item| match item {
+            Requested::TpmQuote => json!({
+                "evidence_class": "certification",
+                "evidence_type": "tpm_quote",
+                "data": {
+                    "message": B64.encode(&evidence.quote.attest),
+                    "signature": B64.encode(&evidence.quote.signature),
+                    "subject_data": B64.encode(&evidence.quote.pcr_blob),
+                },
+            }),
+            Requested::ImaLog => {
+                let entries = evidence.ima.as_deref().unwrap_or_default();
+                json!({
+                    "evidence_class": "log",
+                    "evidence_type": "ima_log",
+                    "data": {
+                        "entry_count": entries.matches('\n').count(),
+                        "entries": entries,
+                    },
+                })
+            }
+            Requested::UefiLog => json!({
+                "evidence_class": "log",
+                "evidence_type": "uefi_log",
+                "data": {"entries": evidence.uefi.as_deref().unwrap_or_default()},
+            }),
+        })
+        .collect();
+    json!({"data": {"type": "attestation", "attributes": {"evidence_collected": collected}}})
+}
+
+/// `meta.seconds_to_next_attestation` of a 202 answer.
+pub fn seconds_to_next(answer: &Value) -> Option<u64> {
+    answer
+        .pointer("/meta/seconds_to_next_attestation")
+        .and_then(Value::as_u64)
+}
+
+/// The `detail` (and `code`) of a JSON:API error answer, for messages.
+pub fn error_detail(answer: &Value) -> String {
+    let error = answer.pointer("/errors/0");
+    let field = |name: &str| error.and_then(|e| e[name].as_str()).unwrap_or_default();
+    match (field("code"), field("detail")) {
+        ("", "") => String::new(),
+        ("", detail) => detail.to_string(),
+        (code, detail) => format!("{code}: {detail}"),
+    }
+}
+
+/// Seconds from the Unix epoch of an RFC 3339 time such as
+/// `2026-11-24T18:19:30.085554+00:00` (fractions dropped).
+pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    let (date, rest) = rfc3339.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let time_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (time, zone) = rest.split_at(time_end);
+    let time = time.split('.').next()?;
+    let mut hms = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (hms.next()??, hms.next()??, hms.next()??);
+    let offset = match zone {
+        "" | "Z" | "z" => 0,
+        z => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = z.get(1..)?.split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+/// Days from 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tpm::QuoteParts;
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-11-24T18:19:30.085554+00:00"),
+            Some(1_795_544_370)
+        );
+        assert_eq!(
+            unix_seconds("2026-11-24T19:19:30+01:00"),
+            Some(1_795_544_370)
+        );
+        assert_eq!(unix_seconds("2000-02-29T00:00:00Z"), Some(951_782_400));
+        for bad in ["", "2026-11-24", "2026-13-01T00:00:00Z", "soon"] {
+            assert_eq!(unix_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn session_answers() {
+        let challenge = json!({"data": {"type": "session", "id": "29b5", "attributes": {
+            "agent_id": "a", "authentication_requested": [{"authentication_class": "pop",
+            "authentication_type": "tpm_pop", "chosen_parameters": {"challenge": "KiGffa6YscdMAzKkBYrZsQ=="}}]}}});
+        let (id, bytes) = session_challenge(&challenge).expect("challenge");
+        assert_eq!((id.as_str(), bytes.len()), ("29b5", 16));
+        let pass = json!({"data": {"attributes": {"evaluation": "pass", "token": "29b5.xyz",
+            "token_expires_at": "2026-11-24T18:19:30.085554+00:00"}}});
+        assert_eq!(
+            session_token(&pass),
+            Some((
+                "29b5.xyz".into(),
+                Some("2026-11-24T18:19:30.085554+00:00".into())
+            ))
+        );
+        let fail =
+            json!({"data": {"attributes": {"evaluation": "fail", "token_expires_at": null}}});
+        assert_eq!(session_token(&fail), None);
+        let proof = session_proof("a", "29b5", b"attest", b"sig");
+        assert_eq!(
+            proof["data"]["attributes"]["authentication_provided"][0]["data"]["message"],
+            B64.encode(b"attest")
+        );
+    }
+
+    fn offer(inventory: EvidenceInventory) -> Value {
+        capabilities(&Offer {
+            hash: HashAlg::Sha256,
+            signing: SigningAlg::RsaSsa,
+            ak_public: b"ak",
+            key_id: "ak",
+            inventory,
+            uefi_version: "2.1",
+            boot_time: 1_700_000_000,
+        })
+    }
+
+    #[test]
+    fn capabilities_offer_one_bank_and_the_logs_present() {
+        let body = offer(EvidenceInventory {
+            ima_entries: Some(8),
+            uefi_log: false,
+        });
+        let items = body["data"]["attributes"]["evidence_supported"]
+            .as_array()
+            .expect("items");
+        assert_eq!(items.len(), 2, "quote and IMA, no UEFI log: {body}");
+        let quote = &items[0]["capabilities"];
+        assert_eq!(quote["hash_algorithms"], json!(["sha256"]));
+        assert_eq!(
+            quote["available_subjects"]["sha256"]
+                .as_array()
+                .map(Vec::len),
+            Some(24)
+        );
+        assert_eq!(
+            quote["available_subjects"].as_object().map(|o| o.len()),
+            Some(1)
+        );
+        assert_eq!(quote["certification_keys"][0]["public"], B64.encode(b"ak"));
+        assert_eq!(items[1]["capabilities"]["entry_count"], 8);
+        assert_eq!(
+            body["data"]["attributes"]["system_info"]["boot_time"],
+            1_700_000_000
+        );
+        let none = offer(EvidenceInventory {
+            ima_entries: None,
+            uefi_log: true,
+        });
+        let types: Vec<&str> = none["data"]["attributes"]["evidence_supported"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|i| i["evidence_type"].as_str())
+            .collect();
+        assert_eq!(types, ["tpm_quote", "uefi_log"]);
+    }
+
+    fn answer(subjects: Value, hash: &str) -> Value {
+        json!({"data": {"type": "attestation", "attributes": {"stage": "awaiting_evidence",
+            "evidence_requested": [
+                {"evidence_class": "certification", "evidence_type": "tpm_quote", "chosen_parameters": {
+                    "challenge": "WBjsJZ3mzVyaXd5rEuSS4A==", "signature_scheme": "rsassa",
+                    "hash_algorithm": hash, "selected_subjects": subjects}},
+                {"evidence_class": "log", "evidence_type": "ima_log",
+                 "chosen_parameters": {"starting_offset": 5, "format": "text/plain"}}]}}})
+    }
+
+    #[test]
+    fn chosen_parameters_become_one_request() {
+        let chosen = chosen_parameters(
+            &answer(json!({"sha256": [17, 10], "sha1": null}), "sha256"),
+            HashAlg::Sha256,
+            SigningAlg::RsaSsa,
+        )
+        .expect("chosen");
+        assert_eq!(chosen.items, [Requested::TpmQuote, Requested::ImaLog]);
+        assert_eq!(chosen.request.pcrs, [10, 17]);
+        assert_eq!(chosen.request.ima_offset, Some(5));
+        assert_eq!(chosen.request.challenge.len(), 16);
+        assert!(!chosen.request.uefi_log);
+        for (subjects, hash) in [
+            (json!({"sha256": [10], "sha1": [10]}), "sha256"),
+            (json!({"sha256": [10]}), "sha512"),
+            (json!({"sha256": []}), "sha256"),
+            (json!({"sha256": [24]}), "sha256"),
+        ] {
+            assert!(
+                chosen_parameters(
+                    &answer(subjects.clone(), hash),
+                    HashAlg::Sha256,
+                    SigningAlg::RsaSsa
+                )
+                .is_err(),
+                "{subjects} {hash}"
+            );
+        }
+    }
+
+    #[test]
+    fn evidence_follows_the_requested_order() {
+        let evidence = PushEvidence {
+            quote: QuoteParts {
+                attest: b"a".to_vec(),
+                signature: b"s".to_vec(),
+                pcr_blob: b"p".to_vec(),
+            },
+            ima: Some("10 x ima-ng sha256:00 /a\n10 y ima-ng sha256:01 /b\n".into()),
+            uefi: None,
+        };
+        let body = evidence_body(&evidence);
+        let collected = &body["data"]["attributes"]["evidence_collected"];
+        assert_eq!(collected[0]["evidence_type"], "ima_log");
+        assert_eq!(collected[0]["data"]["entry_count"], 2);
+        assert_eq!(collected[1]["data"]["subject_data"], B64.encode(b"p"));
+        assert_eq!(
+            seconds_to_next(&json!({"meta": {"seconds_to_next_attestation": 2}})),
+            Some(2)
+        );
+        assert_eq!(
+            error_detail(
+                &json!({"errors": [{"status": "429", "code": "premature_attestation", "detail": "wait"}]})
+            ),
+            "premature_attestation: wait"
+        );
+    }
+
+    fn evidence_body(e: &PushEvidence) -> Value {
+        evidence(&[Requested::ImaLog, Requested::TpmQuote], e)
+    }
+}

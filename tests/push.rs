@@ -1,0 +1,333 @@
+//! The push model end to end with the real Keylime 7.14.3 registrar,
+//! verifier (`mode = push`) and tenant (`keylime_tenant -c add
+//! --push-model`): PASS over many cycles, IMA entries sent incrementally,
+//! PCR 17 and IMA policy violations → FAIL; and the faults an agent must
+//! ride out: a verifier restarted mid-run, a verifier down when the agent
+//! starts, and tokens that expire without being extended.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{ima_entries, wait_until, Agent, Peers, StateDir, Swtpm, PCR17_POLICY};
+use keylime_agent::agent::{AgentCore, FrontEnd};
+
+/// The agent's config lines for push mode against `peers`.
+fn push_lines(peers: &Peers, dir: &Path, id: &str, ima: &Path) -> Vec<String> {
+    let mut lines = common::agent_lines(dir, id, Some(peers));
+    lines.extend([
+        format!(
+            "verifier_url = \"https://127.0.0.1:{}\"",
+            peers.verifier_port
+        ),
+        format!(
+            "verifier_tls_ca_cert = {:?}",
+            peers.cv_ca().join("cacert.crt").display().to_string()
+        ),
+        format!("ima_ml_path = {:?}", ima.display().to_string()),
+    ]);
+    lines
+}
+
+/// A TPM with 5 IMA entries in PCR 10 and a policy allowing entries 0-7.
+fn tpm_with_ima(dir: &StateDir) -> Option<(Swtpm, PathBuf, PathBuf)> {
+    let tpm = Swtpm::start()?;
+    let ima = dir.path().join("ascii_runtime_measurements");
+    let policy = dir.path().join("runtime-policy.json");
+    ima_entries(&dir.path().join("allowed"), 8, 0, Some(&policy));
+    tpm.extend_pcr10(&ima_entries(&ima, 5, 0, None));
+    Some((tpm, ima, policy))
+}
+
+fn tenant_add_push(peers: &Peers, id: &str, policy: &Path) {
+    let out = peers.tenant(&[
+        "-c",
+        "add",
+        "--push-model",
+        "-u",
+        id,
+        "--tpm_policy",
+        PCR17_POLICY,
+        "--runtime-policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "tenant add --push-model: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(attestation_status, attestation_count)` from the verifier.
+fn status(peers: &Peers, id: &str) -> (String, i64) {
+    let r = peers.verifier_agent(id);
+    (
+        r["attestation_status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        r["attestation_count"].as_i64().unwrap_or(-1),
+    )
+}
+
+fn wait_status(peers: &Peers, id: &str, secs: u64, cond: impl Fn(&str, i64) -> bool) {
+    assert!(
+        wait_until(secs, || {
+            let (s, c) = status(peers, id);
+            cond(&s, c)
+        }),
+        "verifier: {}",
+        peers.verifier_agent(id)
+    );
+}
+
+/// The IMA `starting_offset` the verifier chose in its latest attestation.
+fn latest_ima_offset(peers: &Peers, id: &str) -> Option<u64> {
+    let (_, body) = peers.admin_get(&format!("/v3.0/agents/{id}/attestations/latest"));
+    body.pointer("/data/attributes/evidence")
+        .or_else(|| body.pointer("/data/attributes/evidence_requested"))
+        .and_then(|e| e.as_array())?
+        .iter()
+        .find(|i| i["evidence_type"] == "ima_log")?
+        .pointer("/chosen_parameters/starting_offset")?
+        .as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_attestation_passes_sends_ima_incrementally_and_fails_on_a_policy_violation() {
+    let Some(peers) = Peers::start_push("all", &[]) else {
+        return;
+    };
+    let dir = common::state_dir();
+    let Some((tpm, ima, policy)) = tpm_with_ima(&dir) else {
+        return;
+    };
+    let id = "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
+    let file = common::write_config(dir.path(), &push_lines(&peers, dir.path(), id, &ima));
+    let config = common::load_config(file, tpm.tcti());
+    let settings = config.push_settings().expect("push settings");
+    let core = AgentCore::prepare_for(&config, FrontEnd::Push)
+        .await
+        .expect("prepare");
+    core.register().await.expect("register");
+    tenant_add_push(&peers, id, &policy);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = {
+        let (config, settings) = (config.clone(), settings.clone());
+        let core_ref = std::sync::Arc::new(core);
+        let task_core = core_ref.clone();
+        let task = tokio::spawn(async move {
+            keylime_agent::push::attest(&task_core, &config, &settings, 1_700_000_000, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        (core_ref, task)
+    };
+    let (core, task) = worker;
+
+    // PASS, and the count keeps rising over at least ten cycles.
+    let peers_ref = &peers;
+    tokio::task::block_in_place(|| {
+        wait_status(peers_ref, id, 60, |s, c| s == "PASS" && c >= 1);
+        let first = status(peers_ref, id).1;
+        wait_status(peers_ref, id, 60, |s, c| s == "PASS" && c >= first + 10);
+        assert_eq!(
+            latest_ima_offset(peers_ref, id),
+            Some(5),
+            "the 5 entries consumed"
+        );
+    });
+
+    // Three more allowed entries: sent from offset 5 on, still PASS.
+    for hash in ima_entries(&ima, 3, 5, None) {
+        core.tpm.extend_pcr(10, hash).await.expect("extend PCR 10");
+    }
+    tokio::task::block_in_place(|| {
+        assert!(
+            wait_until(30, || latest_ima_offset(peers_ref, id) == Some(8)),
+            "the verifier did not move on to entry 8: {}",
+            peers_ref.verifier_agent(id)
+        );
+        let count = status(peers_ref, id).1;
+        wait_status(peers_ref, id, 30, |s, c| s == "PASS" && c >= count + 2);
+    });
+
+    // An entry outside the policy: FAIL.
+    for hash in ima_entries(&ima, 1, 100, None) {
+        core.tpm.extend_pcr(10, hash).await.expect("extend PCR 10");
+    }
+    tokio::task::block_in_place(|| wait_status(peers_ref, id, 30, |s, _| s == "FAIL"));
+
+    let _ = stop.send(());
+    task.await.expect("join").expect("attest");
+    core.tpm.shutdown().await;
+}
+
+/// The push binary registered, enrolled and attested (PASS, count ≥ 2).
+fn attested_push_agent(
+    peers: &Peers,
+    dir: &StateDir,
+    tpm: &Swtpm,
+    id: &str,
+    policy: &Path,
+    ima: &Path,
+    env: &[(&str, &str)],
+) -> (Agent, PathBuf) {
+    let config = common::write_config(dir.path(), &push_lines(peers, dir.path(), id, ima));
+    let mut agent = Agent::spawn_push(&config, &tpm.tcti(), env);
+    agent.wait_for("registered and activated", 30);
+    tenant_add_push(peers, id, policy);
+    wait_status(peers, id, 60, |s, c| s == "PASS" && c >= 2);
+    (agent, config)
+}
+
+#[test]
+fn pcr17_changed_behind_the_push_agent_fails_attestation() {
+    let Some(peers) = Peers::start_push("all", &[]) else {
+        return;
+    };
+    let dir = common::state_dir();
+    let Some((tpm, ima, policy)) = tpm_with_ima(&dir) else {
+        return;
+    };
+    let id = "9b1c2d3e-4f5a-4b6c-8d7e-8f9a0b1c2d3e";
+    let (agent, _) = attested_push_agent(&peers, &dir, &tpm, id, &policy, &ima, &[]);
+    tpm.change_pcr17();
+    wait_status(&peers, id, 30, |s, _| s == "FAIL");
+    let log = agent.stop();
+    assert!(log.contains("attesting to the verifier"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn the_push_agent_survives_a_verifier_restart_and_a_verifier_down_at_its_start() {
+    let Some(peers) = Peers::start_push("all", &[]) else {
+        return;
+    };
+    let dir = common::state_dir();
+    let Some((tpm, ima, policy)) = tpm_with_ima(&dir) else {
+        return;
+    };
+    let id = "9c2d3e4f-5a6b-4c7d-8e8f-9a0b1c2d3e4f";
+    let (agent, config) = attested_push_agent(&peers, &dir, &tpm, id, &policy, &ima, &[]);
+
+    // Restarted mid-run: attestation goes on, same agent process.
+    let pid = agent.pid();
+    peers.service("stop", "verifier");
+    std::thread::sleep(Duration::from_secs(3));
+    peers.service("start", "verifier");
+    let count = status(&peers, id).1;
+    wait_status(&peers, id, 60, |s, c| s == "PASS" && c >= count + 3);
+    assert_eq!(agent.pid(), pid);
+    let log = agent.stop();
+    assert!(log.contains("recovered: attesting"), "{log}");
+
+    // Down for the first 30 s of the agent's run: it attests once it is up.
+    peers.service("stop", "verifier");
+    let mut again = Agent::spawn_push(&config, &tpm.tcti(), &[]);
+    again.wait_for("registered and activated", 30);
+    let started = Instant::now();
+    again.wait_for("next attempt in", 30);
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+    peers.service("start", "verifier");
+    let up = Instant::now();
+    let count = status(&peers, id).1;
+    wait_status(&peers, id, 60, |s, c| s == "PASS" && c > count);
+    eprintln!("attested {:?} after the verifier came up", up.elapsed());
+    let log = again.stop();
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        warnings <= 2,
+        "one line when the verifier went away, not one per retry:\n{log}"
+    );
+    assert!(log.contains("recovered: attesting"), "{log}");
+}
+
+#[test]
+fn expiring_tokens_are_renewed_without_losing_cycles() {
+    let Some(peers) = Peers::start_push(
+        "all",
+        &[
+            ("KEYLIME_VERIFIER_SESSION_LIFETIME", "8"),
+            ("KEYLIME_VERIFIER_EXTEND_TOKEN_ON_ATTESTATION", "False"),
+        ],
+    ) else {
+        return;
+    };
+    let dir = common::state_dir();
+    let Some((tpm, ima, policy)) = tpm_with_ima(&dir) else {
+        return;
+    };
+    let id = "9d3e4f5a-6b7c-4d8e-8f9a-0b1c2d3e4f5a";
+    let debug = [("RUST_LOG", "info,keylime_agent=debug")];
+    let (agent, _) = attested_push_agent(&peers, &dir, &tpm, id, &policy, &ima, &debug);
+    let (_, start) = status(&peers, id);
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let (verdict, end) = status(&peers, id);
+    let elapsed = began.elapsed().as_secs() as i64;
+    let log = agent.stop();
+    let renewals = log.matches("renewed the verifier token").count();
+    let refused = log.matches("token refused (401)").count();
+    assert!(
+        renewals >= 3,
+        "tokens of 8 s over 30 s: {renewals} renewals\n{log}"
+    );
+    assert_eq!(verdict, "PASS");
+    // One cycle per quote_interval (2 s); at most the one cycle a 401 hit is lost.
+    assert!(
+        end - start >= elapsed / 2 - 1 - refused as i64,
+        "{} cycles in {elapsed} s with {refused} refusals",
+        end - start
+    );
+    assert!(!log.contains("Bearer"), "the token is never logged");
+}
+
+#[test]
+fn push_settings_are_checked_at_start_with_one_line() {
+    let dir = common::state_dir();
+    let Some(tpm) = Swtpm::start() else { return };
+    let (ca, _) = common::make_ca_and_client(dir.path(), "push");
+    let ca_line = format!("verifier_tls_ca_cert = {:?}", ca.display().to_string());
+    let url = "verifier_url = \"https://127.0.0.1:1\"".to_string();
+    let cases: [(Vec<String>, &str); 3] = [
+        (vec![ca_line.clone()], "verifier_url"),
+        (
+            vec![
+                url.clone(),
+                "verifier_tls_ca_cert = \"/nonexistent/ca.crt\"".into(),
+            ],
+            "verifier_tls_ca_cert",
+        ),
+        (
+            vec![
+                url,
+                ca_line,
+                "tpm_encryption_alg = \"ecc\"".into(),
+                "tpm_signing_alg = \"ecdsa\"".into(),
+            ],
+            "tpm_signing_alg",
+        ),
+    ];
+    for (extra, key) in cases {
+        let mut lines =
+            common::agent_lines(dir.path(), "9e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b", None);
+        lines.extend(extra);
+        let config = common::write_config(dir.path(), &lines);
+        let mut agent = Agent::spawn_push(&config, &tpm.tcti(), &[]);
+        assert_eq!(agent.wait_exit(10), Some(2), "{}", agent.output());
+        let out = agent.output();
+        let errors: Vec<&str> = out.lines().filter(|l| !l.contains(" WARN ")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        assert!(
+            errors[0].starts_with("keylime_push_model_agent: config: invalid ")
+                && errors[0].contains(key),
+            "{key}: {out}"
+        );
+    }
+}
