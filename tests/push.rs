@@ -2,8 +2,9 @@
 //! verifier (`mode = push`) and tenant (`keylime_tenant -c add
 //! --push-model`): PASS over many cycles, IMA entries sent incrementally,
 //! PCR 17 and IMA policy violations → FAIL; and the faults an agent must
-//! ride out: a verifier restarted mid-run, a verifier down when the agent
-//! starts, and tokens that expire without being extended.
+//! ride out: a verifier restarted mid-run, the agent deleted and added
+//! again, a verifier down when the agent starts, and tokens that expire
+//! without being extended.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -205,7 +206,7 @@ fn pcr17_changed_behind_the_push_agent_fails_attestation() {
 }
 
 #[test]
-fn the_push_agent_survives_a_verifier_restart_and_a_verifier_down_at_its_start() {
+fn the_push_agent_survives_a_verifier_restart_a_deletion_and_a_verifier_down_at_its_start() {
     let Some(peers) = Peers::start_push("all", &[]) else {
         return;
     };
@@ -223,6 +224,22 @@ fn the_push_agent_survives_a_verifier_restart_and_a_verifier_down_at_its_start()
     peers.service("start", "verifier");
     let count = status(&peers, id).1;
     wait_status(&peers, id, 60, |s, c| s == "PASS" && c >= count + 3);
+    assert_eq!(agent.pid(), pid);
+
+    // Deleted at the verifier, then added again: attestation resumes.
+    let out = peers.tenant(&["-c", "delete", "-u", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(20, || agent.output().contains("HTTP 404")),
+        "{}",
+        agent.output()
+    );
+    tenant_add_push(&peers, id, &policy);
+    wait_status(&peers, id, 60, |s, c| s == "PASS" && c >= 2);
     assert_eq!(agent.pid(), pid);
     let log = agent.stop();
     assert!(log.contains("recovered: attesting"), "{log}");
