@@ -12,6 +12,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,8 +20,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{free_port, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm};
-use keylime_agent::tpm::{QuoteRequest, Tpm, TpmConfig};
+use keylime_agent::tpm::QuoteRequest;
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use support::{row, rss_kib, stats, timed, tpm_cost};
 
 const SAMPLES: usize = 200;
 const IMA_ENTRIES: usize = 100_000;
@@ -36,7 +38,16 @@ fn main() {
     ima_entries(&ima, IMA_ENTRIES, 0, None);
     let log_bytes = std::fs::metadata(&ima).expect("meta").len();
 
-    let tpm_quote = tpm_cost(&tpm, dir.path());
+    let tpm_quote = tpm_cost(
+        &tpm,
+        dir.path(),
+        QuoteRequest {
+            nonce: b"ABCDEFGHIJ0123456789".to_vec(),
+            pcrs: vec![10, 16],
+            data_pcr_digest: Some(vec![7; 32]),
+        },
+        SAMPLES,
+    );
     let (ca, client) = make_ca_and_client(dir.path(), "bench");
     let port = free_port();
     let file = write_config(
@@ -56,7 +67,7 @@ fn main() {
         &[("RUST_LOG", "warn,keylime_agent=info")],
     );
     agent.wait_for("serving API over mTLS", 30);
-    let pid = agent_pid(&agent);
+    let pid = agent.pid();
     std::thread::sleep(Duration::from_millis(300));
     let rss_idle = rss_kib(pid);
 
@@ -148,80 +159,6 @@ fn main() {
         "RSS after serving the 100,000-entry log 3 times",
         rss_after_log as f64 / 1024.0
     );
-}
-
-fn row(name: &str, (median, p95): &(f64, f64)) {
-    println!("{name:<52} {median:>8.2} ms {p95:>8.2} ms");
-}
-
-fn timed(f: impl FnOnce() -> usize) -> f64 {
-    let start = Instant::now();
-    f();
-    start.elapsed().as_secs_f64() * 1000.0
-}
-
-fn stats(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.95))
-}
-
-/// The TPM transaction behind one integrity quote, through the agent's own
-/// TPM owner, in this process (no HTTP, no TLS).
-fn tpm_cost(tpm: &Swtpm, dir: &Path) -> (f64, f64) {
-    let file = write_config(
-        dir,
-        &[
-            format!("keylime_dir = {:?}", dir.display().to_string()),
-            "enable_agent_mtls = false".into(),
-        ],
-    );
-    let config = common::load_config(file, tpm.tcti());
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let tpm = Tpm::start(TpmConfig {
-            tcti: config.tcti.clone(),
-            hash_alg: config.tpm_hash_alg,
-            encryption_alg: config.tpm_encryption_alg,
-            signing_alg: config.tpm_signing_alg,
-            ek_handle: None,
-            owner_auth: config.tpm_ownerpassword.clone(),
-            ak_store: config.agent_data_path.clone(),
-        })
-        .await
-        .expect("tpm");
-        let request = QuoteRequest {
-            nonce: b"ABCDEFGHIJ0123456789".to_vec(),
-            pcrs: vec![10, 16],
-            data_pcr_digest: Some(vec![7; 32]),
-        };
-        for _ in 0..5 {
-            tpm.quote(request.clone()).await.expect("quote");
-        }
-        let mut ms = Vec::new();
-        for _ in 0..SAMPLES {
-            let start = Instant::now();
-            tpm.quote(request.clone()).await.expect("quote");
-            ms.push(start.elapsed().as_secs_f64() * 1000.0);
-        }
-        tpm.shutdown().await;
-        // The agent binary that runs next creates its own AK.
-        let _ = std::fs::remove_file(&config.agent_data_path);
-        stats(ms)
-    })
-}
-
-fn agent_pid(agent: &Agent) -> u32 {
-    agent.pid()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A minimal HTTP/1.1-over-mTLS client, so the figures measure the agent,

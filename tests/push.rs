@@ -13,25 +13,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{ima_entries, wait_until, Agent, Peers, StateDir, Swtpm, PCR17_POLICY};
+use common::{ima_entries, wait_until, Agent, Peers, StateDir, Swtpm};
 use keylime_agent::agent::{AgentCore, FrontEnd};
-
-/// The agent's config lines for push mode against `peers`.
-fn push_lines(peers: &Peers, dir: &Path, id: &str, ima: &Path) -> Vec<String> {
-    let mut lines = common::agent_lines(dir, id, Some(peers));
-    lines.extend([
-        format!(
-            "verifier_url = \"https://127.0.0.1:{}\"",
-            peers.verifier_port
-        ),
-        format!(
-            "verifier_tls_ca_cert = {:?}",
-            peers.cv_ca().join("cacert.crt").display().to_string()
-        ),
-        format!("ima_ml_path = {:?}", ima.display().to_string()),
-    ]);
-    lines
-}
 
 /// A TPM with 5 IMA entries in PCR 10 and a policy allowing entries 0-7.
 fn tpm_with_ima(dir: &StateDir) -> Option<(Swtpm, PathBuf, PathBuf)> {
@@ -41,26 +24,6 @@ fn tpm_with_ima(dir: &StateDir) -> Option<(Swtpm, PathBuf, PathBuf)> {
     ima_entries(&dir.path().join("allowed"), 8, 0, Some(&policy));
     tpm.extend_pcr10(&ima_entries(&ima, 5, 0, None));
     Some((tpm, ima, policy))
-}
-
-fn tenant_add_push(peers: &Peers, id: &str, policy: &Path) {
-    let out = peers.tenant(&[
-        "-c",
-        "add",
-        "--push-model",
-        "-u",
-        id,
-        "--tpm_policy",
-        PCR17_POLICY,
-        "--runtime-policy",
-        policy.to_str().expect("utf8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "tenant add --push-model: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `(attestation_status, attestation_count)` from the verifier.
@@ -108,14 +71,14 @@ async fn push_attestation_passes_sends_ima_incrementally_and_fails_on_a_policy_v
         return;
     };
     let id = "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
-    let file = common::write_config(dir.path(), &push_lines(&peers, dir.path(), id, &ima));
+    let file = common::write_config(dir.path(), &peers.push_agent_lines(dir.path(), id, &ima));
     let config = common::load_config(file, tpm.tcti());
     let settings = config.push_settings().expect("push settings");
     let core = AgentCore::prepare_for(&config, FrontEnd::Push)
         .await
         .expect("prepare");
     core.register().await.expect("register");
-    tenant_add_push(&peers, id, &policy);
+    peers.tenant_add_push(id, &policy);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = {
         let (config, settings) = (config.clone(), settings.clone());
@@ -179,10 +142,10 @@ fn attested_push_agent(
     ima: &Path,
     env: &[(&str, &str)],
 ) -> (Agent, PathBuf) {
-    let config = common::write_config(dir.path(), &push_lines(peers, dir.path(), id, ima));
+    let config = common::write_config(dir.path(), &peers.push_agent_lines(dir.path(), id, ima));
     let mut agent = Agent::spawn_push(&config, &tpm.tcti(), env);
     agent.wait_for("registered and activated", 30);
-    tenant_add_push(peers, id, policy);
+    peers.tenant_add_push(id, policy);
     wait_status(peers, id, 60, |s, c| s == "PASS" && c >= 2);
     (agent, config)
 }
@@ -238,7 +201,7 @@ fn the_push_agent_survives_a_verifier_restart_a_deletion_and_a_verifier_down_at_
         "{}",
         agent.output()
     );
-    tenant_add_push(&peers, id, &policy);
+    peers.tenant_add_push(id, &policy);
     wait_status(&peers, id, 60, |s, c| s == "PASS" && c >= 2);
     assert_eq!(agent.pid(), pid);
     let log = agent.stop();

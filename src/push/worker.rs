@@ -157,6 +157,7 @@ impl Worker {
             uefi_version: &setup.uefi_version,
             boot_time: setup.boot_time,
         };
+        let began = Instant::now();
         let capabilities = protocol::capabilities(&offer);
         let (url, answer) = setup.client.send_capabilities(token, &capabilities).await?;
         let chosen = protocol::chosen_parameters(&answer, hash, signing)
@@ -165,7 +166,9 @@ impl Worker {
         let body = protocol::evidence(&chosen.items, &evidence);
         let next = setup.client.send_evidence(token, &url, &body).await?;
         tracing::debug!(
-            "evidence accepted at {url} (PCRs {:?}, IMA from {:?})",
+            "cycle {}: evidence accepted in {:.2} ms at {url} (PCRs {:?}, IMA from {:?})",
+            self.cycles + 1,
+            began.elapsed().as_secs_f64() * 1000.0,
             chosen.request.pcrs,
             chosen.request.ima_offset
         );

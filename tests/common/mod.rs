@@ -579,6 +579,46 @@ impl Peers {
         (out.status.success(), log)
     }
 
+    /// The usual test config plus push mode against this verifier, with
+    /// `ima` as the IMA log.
+    pub fn push_agent_lines(&self, dir: &Path, id: &str, ima: &Path) -> Vec<String> {
+        let mut lines = agent_lines(dir, id, Some(self));
+        lines.extend([
+            format!(
+                "verifier_url = \"https://127.0.0.1:{}\"",
+                self.verifier_port
+            ),
+            format!(
+                "verifier_tls_ca_cert = {:?}",
+                self.cv_ca().join("cacert.crt").display().to_string()
+            ),
+            format!("ima_ml_path = {:?}", ima.display().to_string()),
+        ]);
+        lines
+    }
+
+    /// `keylime_tenant -c add --push-model` with the PCR 17 policy and the
+    /// runtime policy `policy`; asserts success.
+    pub fn tenant_add_push(&self, id: &str, policy: &Path) {
+        let out = self.tenant(&[
+            "-c",
+            "add",
+            "--push-model",
+            "-u",
+            id,
+            "--tpm_policy",
+            PCR17_POLICY,
+            "--runtime-policy",
+            policy.to_str().expect("utf8"),
+        ]);
+        assert!(
+            out.status.success(),
+            "tenant add --push-model: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Adds `ecdsa` to the tenant's `accept_tpm_signing_algs` (every
     /// release's default is `ecschnorr, rsassa`); the tenant hands its lists
     /// to the verifier.
