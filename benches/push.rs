@@ -58,13 +58,16 @@ fn main() {
     let elapsed = started.elapsed();
     let rss_last = rss_kib(agent.pid());
     let log = agent.stop();
-    let cycle_ms: Vec<f64> = log
-        .lines()
-        .filter_map(|l| l.split_once("evidence accepted in ")?.1.split_once(" ms"))
-        .filter_map(|(ms, _)| ms.parse().ok())
-        .collect();
+    let phase = |label: &str| -> Vec<f64> {
+        log.lines()
+            .filter(|l| l.contains("evidence accepted in "))
+            .filter_map(|l| l.split_once(label)?.1.split_once(" ms"))
+            .filter_map(|(ms, _)| ms.parse().ok())
+            .collect()
+    };
+    let cycle_ms = phase("evidence accepted in ");
     let renewals = log.matches("renewed the verifier token").count();
-    let failures = log.matches(" WARN ").count();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
 
     println!();
     println!(
@@ -80,6 +83,18 @@ fn main() {
     row(
         "push agent: one cycle (capabilities, quote, evidence)",
         &cycle,
+    );
+    row(
+        "  POST capabilities → 201 (verifier chooses)",
+        &stats(phase("(capabilities ")),
+    );
+    row(
+        "  evidence collected (TPM quote + IMA slice)",
+        &stats(phase("evidence collected ")),
+    );
+    row(
+        "  PATCH evidence → 202 (verifier parses)",
+        &stats(phase(", sent ")),
     );
     println!(
         "{:<52} {:>10.1} ms",
@@ -100,6 +115,9 @@ fn main() {
     println!(
         "{:<52} {:>11}",
         "cycles timed / token renewals / warnings",
-        format!("{} / {renewals} / {failures}", cycle_ms.len())
+        format!("{} / {renewals} / {}", cycle_ms.len(), warnings.len())
     );
+    for warning in warnings.iter().take(3) {
+        println!("  {warning}");
+    }
 }

@@ -162,13 +162,20 @@ impl Worker {
         let (url, answer) = setup.client.send_capabilities(token, &capabilities).await?;
         let chosen = protocol::chosen_parameters(&answer, hash, signing)
             .map_err(|e| Failure::Failed(e.to_string()))?;
+        let negotiated = Instant::now();
         let evidence = setup.attestation.push_evidence(&chosen.request).await?;
+        let collected = Instant::now();
         let body = protocol::evidence(&chosen.items, &evidence);
         let next = setup.client.send_evidence(token, &url, &body).await?;
+        let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
+        let done = Instant::now();
         tracing::debug!(
-            "cycle {}: evidence accepted in {:.2} ms at {url} (PCRs {:?}, IMA from {:?})",
+            "cycle {}: evidence accepted in {:.2} ms (capabilities {:.2} ms, evidence collected {:.2} ms, sent {:.2} ms) at {url}; PCRs {:?}, IMA from {:?}",
             self.cycles + 1,
-            began.elapsed().as_secs_f64() * 1000.0,
+            ms(began, done),
+            ms(began, negotiated),
+            ms(negotiated, collected),
+            ms(collected, done),
             chosen.request.pcrs,
             chosen.request.ima_offset
         );
