@@ -11,7 +11,7 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// Read only this config file (as KEYLIME_AGENT_CONFIG does);
-    /// KEYLIME_AGENT_<KEY> variables still override single keys.
+    /// KEYLIME_AGENT_* variables still override single keys.
     #[arg(long, short)]
     config: Option<PathBuf>,
 }
