@@ -8,7 +8,28 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, FromArgMatches, Parser};
+
 use crate::config::{Config, ConfigError, ConfigSources};
+
+/// The command line both binaries take.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Args {
+    /// Read only this config file (as KEYLIME_AGENT_CONFIG does);
+    /// KEYLIME_AGENT_* variables still override single keys.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+impl Args {
+    /// Parses the process's arguments; `--help` shows `about`. Exits with
+    /// clap's message on a bad argument.
+    pub fn parse_with_about(about: &'static str) -> Self {
+        let matches = Self::command().about(about).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
 
 /// The shutdown signal handed to the agent: resolves on SIGINT or SIGTERM.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -19,7 +19,6 @@ use common::{
 };
 
 const GET_QUOTE: i64 = 3;
-const INVALID_QUOTE: i64 = 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Identity {
@@ -158,12 +157,7 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
     assert_eq!(peers.verifier_db(id, "next_ima_ml_entry"), "5");
 
     // PCR 17 changed behind the agent: Invalid Quote.
-    tpm.change_pcr17();
-    assert!(
-        wait_until(30, || peers.verifier_state(id).0 == INVALID_QUOTE),
-        "{}",
-        peers.verifier_agent(id)
-    );
+    tpm.expect_invalid_quote_after_pcr17_change(&peers, id);
     let log = agent.stop();
     assert!(!log.contains("ERROR"), "{log}");
 }

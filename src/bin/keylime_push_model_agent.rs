@@ -2,25 +2,15 @@
 //! parse arguments, check the push settings, then attest until SIGINT or
 //! SIGTERM.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
-/// A Keylime-compatible TPM 2.0 agent that attests itself to the verifier
-/// (push model); it opens no port.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    /// Read only this config file (as KEYLIME_AGENT_CONFIG does);
-    /// KEYLIME_AGENT_* variables still override single keys.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-}
+use keylime_agent::cli::{self, Args};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    keylime_agent::cli::run(
+    let args = Args::parse_with_about(
+        "A Keylime-compatible TPM 2.0 agent that attests itself to the verifier (push model); it opens no port.",
+    );
+    cli::run(
         "keylime_push_model_agent",
         args.config,
         |config, shutdown| {

@@ -455,18 +455,8 @@ impl Config {
                     "60",
                     values::seconds,
                 )?,
-                certification_key_id: raw
-                    .get("certification_keys_server_identifier")
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty() && *v != "default")
-                    .unwrap_or("ak")
-                    .to_string(),
-                uefi_logs_evidence_version: raw
-                    .get("uefi_logs_evidence_version")
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty() && *v != "default")
-                    .unwrap_or("2.1")
-                    .to_string(),
+                certification_key_id: raw.text("certification_keys_server_identifier", "ak"),
+                uefi_logs_evidence_version: raw.text("uefi_logs_evidence_version", "2.1"),
             },
             keylime_dir,
         })

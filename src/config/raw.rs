@@ -92,6 +92,15 @@ impl RawAgentSection {
         Ok(paths)
     }
 
+    /// A free-text value; empty or `"default"` gives `default`.
+    pub(super) fn text(&self, key: &str, default: &str) -> String {
+        self.get(key)
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "default")
+            .unwrap_or(default)
+            .to_string()
+    }
+
     /// `registrar_tls_enabled`, `registrar_tls_port` and
     /// `registrar_tls_ca_cert`; the CA file must be usable when TLS is on.
     pub(super) fn registrar_tls(&self, dir: &Path) -> Result<Option<RegistrarTls>, ConfigError> {

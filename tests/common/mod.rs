@@ -721,6 +721,17 @@ impl Swtpm {
         }
     }
 
+    /// Changes PCR 17 behind the running agent `id` and waits for the
+    /// verifier's Invalid Quote (9).
+    pub fn expect_invalid_quote_after_pcr17_change(&self, peers: &Peers, id: &str) {
+        self.change_pcr17();
+        assert!(
+            wait_until(30, || peers.verifier_state(id).0 == 9),
+            "{}",
+            peers.verifier_agent(id)
+        );
+    }
+
     /// Resets and extends PCR 17 behind a running agent, through the
     /// control channel (the DRTM hash sequence).
     pub fn change_pcr17(&self) {
