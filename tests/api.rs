@@ -677,3 +677,62 @@ fn a_tpm_failure_is_a_500_envelope_and_the_agent_survives() {
         "the cause goes to the log: {log}"
     );
 }
+
+#[test]
+fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_within_5_s() {
+    let Some(mut s) = serve(&[], 3) else { return };
+    let integrity =
+        format!("/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=0&ima_ml_entry=0");
+    assert_eq!(s.get(&integrity).0, 200);
+    let pid = s.agent.pid();
+    s.tpm.kill();
+    // While it is down: 500 envelopes, which the verifier retries.
+    for _ in 0..20 {
+        let (status, body) = s.get(&integrity);
+        assert_error(status, &body, 500, "Attestation failed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s.tpm.restart();
+    let back = std::time::Instant::now();
+    let mut answer = None;
+    while back.elapsed() < std::time::Duration::from_secs(5) {
+        let (status, body) = s.get(&integrity);
+        if status == 200 {
+            answer = Some(body);
+            break;
+        }
+        assert_error(status, &body, 500, "Attestation failed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let body = answer.unwrap_or_else(|| {
+        panic!(
+            "no quote within 5 s of the TPM's return:\n{}",
+            s.agent.output()
+        )
+    });
+    eprintln!(
+        "valid quotes again {:?} after swtpm returned",
+        back.elapsed()
+    );
+    assert_eq!(s.agent.pid(), pid, "the same agent process");
+    // The quote verifies with the AK registered before the restart.
+    let quote = body["results"]["quote"].as_str().expect("quote");
+    let parts: Vec<&str> = quote[1..].split(':').collect();
+    let attest = B64.decode(parts[0]).expect("attest");
+    let sig = B64.decode(parts[1]).expect("signature");
+    let ak = ak_public_key(s.dir.path());
+    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
+        .expect("verifier");
+    verifier.update(&attest).expect("update");
+    assert!(
+        verifier.verify(&sig[6..]).expect("verify"),
+        "signed by the same AK"
+    );
+    let log = s.agent.output();
+    assert!(log.contains("TPM reconnected"), "{log}");
+    assert_eq!(
+        log.matches("TPM lost").count(),
+        1,
+        "one line when it went away: {log}"
+    );
+}

@@ -271,3 +271,45 @@ fn a_registrar_certificate_for_another_name_is_one_line_naming_registrar_ip() {
         "{line}"
     );
 }
+
+#[test]
+fn an_agent_killed_with_sigkill_three_times_registers_and_quotes_after_each_restart() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let (agent, config, port) = registered_agent(&peers, &tpm, &dir, ID, &[]);
+    let mut log = agent.kill9();
+    for round in 1..=3 {
+        let mut again = Agent::spawn(&config, &tpm.tcti(), &[]);
+        again.wait_for("registered and activated", 30);
+        let quote = common::https_get(
+            port,
+            "/v2.6/quotes/identity?nonce=Ai5M5SjYjnkyv4P7itH1",
+            &dir.path().join("server-cert.crt"),
+            Some(&peers.client()),
+        )
+        .expect("curl");
+        assert_eq!(quote.0, 200, "round {round}: {}", quote.1);
+        log = again.output();
+        assert!(
+            log.contains("flushed 2 transient objects"),
+            "round {round}: the killed run's EK and AK are flushed:\n{log}"
+        );
+        assert!(log.contains("AK reloaded"), "round {round}:\n{log}");
+        if round < 3 {
+            again.kill9();
+        } else {
+            again.stop();
+        }
+    }
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(
+        tpm.transient_handles(),
+        Vec::<u32>::new(),
+        "a clean stop leaves nothing"
+    );
+    let (_, body) = peers.registrar_get(&format!("/v2.6/agents/{ID}"));
+    assert_eq!(body["results"]["regcount"], 4, "{body}");
+}

@@ -1,6 +1,9 @@
-//! The owner thread's state and loop: the context, the EK and the AK.
+//! The owner thread's state and loop: the context, the EK and the AK, and
+//! getting them back when the TPM goes away (a lost connection, a TPM
+//! reset, objects no longer loaded) without restarting the agent.
 
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
@@ -11,91 +14,60 @@ use zeroize::Zeroizing;
 
 use super::keys::{self, EkOrigin};
 use super::quote::{self, QuoteParts, QuoteRequest};
-use super::{credential, public, CredentialBlob, Job, TpmConfig, TpmError, TpmKeys};
+use super::{credential, public, CredentialBlob, Job, TpmConfig, TpmError, TpmErrorKind, TpmKeys};
 use crate::algorithms::HashAlg;
+use tss_esapi::constants::StartupType;
+use tss_esapi::handles::TpmHandle;
 
 /// First handle of the transient object range.
 const TRANSIENT_FIRST: u32 = 0x8000_0000;
+/// First handle of the loaded (HMAC) session range.
+const LOADED_SESSION_FIRST: u32 = 0x0200_0000;
+/// First handle of the saved (policy) session range.
+const SAVED_SESSION_FIRST: u32 = 0x0300_0000;
+
+/// How long the owner waits between attempts to reach a TPM that went
+/// away; requests in between fail at once with [`TpmError::Unavailable`].
+const REOPEN_PAUSE: Duration = Duration::from_millis(250);
 
 /// The state the owner thread holds; never leaves that thread.
 pub(crate) struct Owner {
+    config: TpmConfig,
+    /// The open TPM, or `None` after it was lost until it is reached again.
+    live: Option<Live>,
+    /// The public identity found at the first open; fixed for the process.
+    keys: TpmKeys,
+    hash: HashAlg,
+    /// No reconnection attempt before this.
+    next_reopen: Instant,
+    /// Why the TPM was lost (for the errors while it is down).
+    lost: Option<String>,
+    /// Set by a stop job: acknowledged once EK and AK are flushed.
+    stop_ack: Option<oneshot::Sender<()>>,
+}
+
+/// An open TPM context with the EK and AK loaded.
+struct Live {
     ctx: Context,
     ek: KeyHandle,
     ek_origin: EkOrigin,
     ak: KeyHandle,
-    keys: TpmKeys,
-    hash: HashAlg,
-    /// Set by a stop job: acknowledged once EK and AK are flushed.
-    stop_ack: Option<oneshot::Sender<()>>,
 }
 
 impl Owner {
     /// Opens the TPM and sets up EK, EK certificate and AK. On failure every
     /// object created so far is flushed.
     pub(super) fn open(config: &TpmConfig) -> Result<Self, TpmError> {
-        let tcti =
-            TctiNameConf::from_str(&config.tcti).map_err(TpmError::tss("parsing the TCTI"))?;
-        let mut ctx = Context::new(tcti).map_err(TpmError::tss("opening the TPM"))?;
-        if !config.owner_auth.is_empty() {
-            let auth = Auth::try_from(config.owner_auth.to_vec())
-                .map_err(TpmError::tss("tpm_ownerpassword"))?;
-            ctx.tr_set_auth(ObjectHandle::Endorsement, auth)
-                .map_err(TpmError::tss("setting the endorsement authorization"))?;
-        }
-        let (ek, ek_origin) = keys::load_ek(&mut ctx, config)?;
-        match Self::finish_open(&mut ctx, ek, config) {
-            Ok((ak, keys)) => Ok(Self {
-                ctx,
-                ek,
-                ek_origin,
-                ak,
-                keys,
-                hash: config.hash_alg,
-                stop_ack: None,
-            }),
-            Err(e) => {
-                release_ek(&mut ctx, ek, ek_origin);
-                Err(e)
-            }
-        }
-    }
-
-    fn finish_open(
-        ctx: &mut Context,
-        ek: KeyHandle,
-        config: &TpmConfig,
-    ) -> Result<(KeyHandle, TpmKeys), TpmError> {
-        let (ek_public, _, _) = ctx
-            .read_public(ek)
-            .map_err(TpmError::tss("reading the EK"))?;
-        let ek_tpm = public::tpm2b_public(&ek_public)?;
-        let ek_public_pem = public::public_key_pem(&ek_public)?;
-        let index = config.encryption_alg.ek_certificate_nv_index();
-        let ek_cert_pem = keys::read_ek_certificate(ctx, index)?;
-        if ek_cert_pem.is_none() {
-            tracing::warn!(
-                "no EK certificate in TPM NV index {index:#010x}; registering without one (tenants with require_ek_cert = True will refuse this agent)"
-            );
-        }
-        let (ak, ak_public, ak_reused) = keys::load_or_create_ak(ctx, ek, &ek_tpm, config)?;
-        let ak_public = match public::tpm2b_public(&ak_public) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let _ = ctx.flush_context(ak.into());
-                return Err(e);
-            }
-        };
-        Ok((
-            ak,
-            TpmKeys {
-                ek_public: ek_tpm,
-                ek_public_pem,
-                ek_cert_pem,
-                ak_public,
-                ak_reused,
-                ak_handle: u32::from(ObjectHandle::from(ak)),
-            },
-        ))
+        let (live, keys) = Live::open(config)?;
+        Ok(Self {
+            config: config.clone(),
+            live: Some(live),
+            keys,
+            hash: config.hash_alg,
+            next_reopen: Instant::now(),
+            lost: None,
+            stop_ack: None,
+        })
     }
 
     pub(super) fn keys(&self) -> &TpmKeys {
@@ -126,37 +98,172 @@ impl Owner {
 
     /// Flushes the AK and (if created) the EK.
     pub(super) fn close(mut self) {
-        if let Err(e) = self.ctx.flush_context(self.ak.into()) {
-            tracing::warn!("flushing the AK at stop: {e}");
+        if let Some(live) = self.live.take() {
+            live.close();
         }
-        release_ek(&mut self.ctx, self.ek, self.ek_origin);
+    }
+
+    /// What a failed transaction means for the context: a lost connection,
+    /// a TPM that was reset, or objects that are gone drop it, and the next
+    /// job opens the TPM again.
+    pub(super) fn after_failure(&mut self, error: &TpmError) {
+        if !error.kind().needs_reopen() || self.live.is_none() {
+            return;
+        }
+        tracing::warn!("TPM lost ({error}); reconnecting");
+        // The old context cannot flush anything now; what it left in a TPM
+        // without a resource manager is flushed when it is reopened.
+        self.live = None;
+        self.lost = Some(error.to_string());
+        self.next_reopen = Instant::now();
+    }
+
+    /// The open TPM, reopening it (at most every [`REOPEN_PAUSE`]) when it
+    /// was lost.
+    fn live(&mut self) -> Result<&mut Live, TpmError> {
+        if self.live.is_none() {
+            let now = Instant::now();
+            let why = self.lost.clone().unwrap_or_default();
+            if now < self.next_reopen {
+                return Err(TpmError::Unavailable(why));
+            }
+            self.next_reopen = now + REOPEN_PAUSE;
+            match Live::open(&self.config) {
+                Ok((live, keys)) => {
+                    if keys.ak_public != self.keys.ak_public {
+                        tracing::error!(
+                            "the TPM came back with a different AK (the persisted one no longer loads); \
+                             the registrar and verifier know the old one: restart the agent to register again"
+                        );
+                    }
+                    tracing::info!("TPM reconnected: EK and AK loaded again");
+                    self.live = Some(live);
+                    self.lost = None;
+                }
+                Err(e) => {
+                    tracing::debug!("TPM still unreachable: {e}");
+                    return Err(TpmError::Unavailable(why));
+                }
+            }
+        }
+        self.live
+            .as_mut()
+            .ok_or_else(|| TpmError::Unavailable(String::new()))
     }
 
     pub(super) fn activate_credential(
         &mut self,
         blob: CredentialBlob,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-        credential::activate(&mut self.ctx, self.ak, self.ek, blob)
+        let live = self.live()?;
+        credential::activate(&mut live.ctx, live.ak, live.ek, blob)
     }
 
     pub(super) fn quote(&mut self, request: QuoteRequest) -> Result<QuoteParts, TpmError> {
-        quote::quote(&mut self.ctx, self.ak, self.hash, request)
+        let hash = self.hash;
+        let live = self.live()?;
+        quote::quote(&mut live.ctx, live.ak, hash, request)
     }
 
     pub(super) fn certify_ak(
         &mut self,
         qualifying: Vec<u8>,
     ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
-        quote::certify_ak(&mut self.ctx, self.ak, qualifying)
+        let live = self.live()?;
+        quote::certify_ak(&mut live.ctx, live.ak, qualifying)
     }
 
     pub(super) fn extend_pcr(&mut self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {
-        quote::extend(&mut self.ctx, pcr, self.hash, digest, false)
+        let hash = self.hash;
+        let live = self.live()?;
+        quote::extend(&mut live.ctx, pcr, hash, digest, false)
     }
 
     pub(super) fn transient_handles(&mut self) -> Result<Vec<u32>, TpmError> {
-        keys::list_handles(&mut self.ctx, TRANSIENT_FIRST)
+        let live = self.live()?;
+        keys::list_handles(&mut live.ctx, TRANSIENT_FIRST)
     }
+}
+
+impl Live {
+    /// Opens the TCTI, starts the TPM if it was reset, flushes what a
+    /// previous run left (no resource manager only), and loads EK and AK.
+    fn open(config: &TpmConfig) -> Result<(Self, TpmKeys), TpmError> {
+        let tcti =
+            TctiNameConf::from_str(&config.tcti).map_err(TpmError::tss("parsing the TCTI"))?;
+        let mut ctx = Context::new(tcti).map_err(TpmError::tss("opening the TPM"))?;
+        start_up_if_needed(&mut ctx)?;
+        if !has_resource_manager(&config.tcti) {
+            flush_leftovers(&mut ctx)?;
+        }
+        if !config.owner_auth.is_empty() {
+            let auth = Auth::try_from(config.owner_auth.to_vec())
+                .map_err(TpmError::tss("tpm_ownerpassword"))?;
+            ctx.tr_set_auth(ObjectHandle::Endorsement, auth)
+                .map_err(TpmError::tss("setting the endorsement authorization"))?;
+        }
+        let (ek, ek_origin) = keys::load_ek(&mut ctx, config)?;
+        match finish_open(&mut ctx, ek, config) {
+            Ok((ak, keys)) => Ok((
+                Self {
+                    ctx,
+                    ek,
+                    ek_origin,
+                    ak,
+                },
+                keys,
+            )),
+            Err(e) => {
+                release_ek(&mut ctx, ek, ek_origin);
+                Err(e)
+            }
+        }
+    }
+
+    fn close(mut self) {
+        if let Err(e) = self.ctx.flush_context(self.ak.into()) {
+            tracing::warn!("flushing the AK at stop: {e}");
+        }
+        release_ek(&mut self.ctx, self.ek, self.ek_origin);
+    }
+}
+
+fn finish_open(
+    ctx: &mut Context,
+    ek: KeyHandle,
+    config: &TpmConfig,
+) -> Result<(KeyHandle, TpmKeys), TpmError> {
+    let (ek_public, _, _) = ctx
+        .read_public(ek)
+        .map_err(TpmError::tss("reading the EK"))?;
+    let ek_tpm = public::tpm2b_public(&ek_public)?;
+    let ek_public_pem = public::public_key_pem(&ek_public)?;
+    let index = config.encryption_alg.ek_certificate_nv_index();
+    let ek_cert_pem = keys::read_ek_certificate(ctx, index)?;
+    if ek_cert_pem.is_none() {
+        tracing::warn!(
+            "no EK certificate in TPM NV index {index:#010x}; registering without one (tenants with require_ek_cert = True will refuse this agent)"
+        );
+    }
+    let (ak, ak_public, ak_reused) = keys::load_or_create_ak(ctx, ek, &ek_tpm, config)?;
+    let ak_public = match public::tpm2b_public(&ak_public) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = ctx.flush_context(ak.into());
+            return Err(e);
+        }
+    };
+    Ok((
+        ak,
+        TpmKeys {
+            ek_public: ek_tpm,
+            ek_public_pem,
+            ek_cert_pem,
+            ak_public,
+            ak_reused,
+            ak_handle: u32::from(ObjectHandle::from(ak)),
+        },
+    ))
 }
 
 fn release_ek(ctx: &mut Context, ek: KeyHandle, origin: EkOrigin) {
@@ -167,4 +274,50 @@ fn release_ek(ctx: &mut Context, ek: KeyHandle, origin: EkOrigin) {
     if let Err(e) = result {
         tracing::warn!("releasing the EK at stop: {e}");
     }
+}
+
+/// Whether the TCTI goes through a resource manager, which flushes a
+/// client's objects when it disconnects (the kernel's `/dev/tpmrm0`, tabrmd).
+fn has_resource_manager(tcti: &str) -> bool {
+    tcti.contains("tpmrm") || tcti.starts_with("tabrmd")
+}
+
+/// Sends TPM2_Startup(CLEAR) to a TPM that was reset and not started.
+fn start_up_if_needed(ctx: &mut Context) -> Result<(), TpmError> {
+    match keys::list_handles(ctx, TRANSIENT_FIRST) {
+        Err(e) if e.kind() == TpmErrorKind::TpmReset => {
+            tracing::info!("the TPM was reset and not started; sending TPM2_Startup(CLEAR)");
+            ctx.startup(StartupType::Clear)
+                .map_err(TpmError::tss("Startup"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Flushes transient objects and sessions that no live client owns: left by
+/// a previous run that was killed, or by this one before its connection
+/// dropped. Never touches persistent handles. Only for TPMs without a
+/// resource manager, where this process is the only client.
+fn flush_leftovers(ctx: &mut Context) -> Result<(), TpmError> {
+    let mut flushed = (0usize, 0usize);
+    for first in [TRANSIENT_FIRST, LOADED_SESSION_FIRST, SAVED_SESSION_FIRST] {
+        for handle in keys::list_handles(ctx, first)? {
+            let gone = TpmHandle::try_from(handle)
+                .and_then(|tpm| ctx.tr_from_tpm_public(tpm))
+                .and_then(|object| ctx.flush_context(object));
+            match gone {
+                Ok(()) if first == TRANSIENT_FIRST => flushed.0 += 1,
+                Ok(()) => flushed.1 += 1,
+                Err(e) => tracing::warn!("cannot flush handle {handle:#010x} left in the TPM: {e}"),
+            }
+        }
+    }
+    if flushed != (0, 0) {
+        tracing::info!(
+            "flushed {} transient objects and {} sessions left in the TPM by an earlier run",
+            flushed.0,
+            flushed.1
+        );
+    }
+    Ok(())
 }

@@ -135,36 +135,25 @@ impl Swtpm {
         .expect("copy state");
         for _ in 0..5 {
             let port = free_port_pair();
-            let mut child = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--tpmstate"])
-                .arg(format!("dir={}", state.display()))
-                .args([
-                    "--server",
-                    &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
-                ])
-                .args([
-                    "--ctrl",
-                    &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
-                ])
-                .args(["--flags", "not-need-init,startup-clear"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn swtpm");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if child.try_wait().expect("try_wait").is_some() {
-                    break; // lost the port race; try another pair
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Self { child, dir, port });
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = spawn_swtpm(&state, port) {
+                return Some(Self { child, dir, port });
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("swtpm did not start");
+    }
+
+    /// Starts swtpm again on the same state and ports after [`Self::kill`]
+    /// (a TPM that went away and came back, as after a power cycle).
+    pub fn restart(&mut self) {
+        let state = self.dir.path().join("state");
+        for _ in 0..50 {
+            if let Some(child) = spawn_swtpm(&state, self.port) {
+                self.child = child;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("swtpm did not restart on port {}", self.port);
     }
 
     pub fn tcti(&self) -> String {
@@ -234,6 +223,40 @@ pub const KEYLIME_7_12: Release = Release {
     api: "2.3",
     ip_in_server_cert: false,
 };
+
+/// swtpm on `port` (control on `port + 1`) with `state`, once it accepts
+/// connections; `None` when it exited (the port was taken).
+fn spawn_swtpm(state: &Path, port: u16) -> Option<Child> {
+    let mut child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--tpmstate"])
+        .arg(format!("dir={}", state.display()))
+        .args([
+            "--server",
+            &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+        ])
+        .args([
+            "--ctrl",
+            &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+        ])
+        .args(["--flags", "not-need-init,startup-clear"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn swtpm");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("try_wait").is_some() {
+            return None;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
 
 /// The real Keylime verifier and registrar, in a private directory.
 pub struct Peers {
@@ -483,6 +506,13 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!("no {needle:?} within {secs} s:\n{}", self.output());
+    }
+
+    /// SIGKILL, as the OOM killer does: nothing is flushed.
+    pub fn kill9(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.output()
     }
 
     /// SIGTERM, then waits for a clean exit (so the TPM objects are flushed).
