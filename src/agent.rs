@@ -8,7 +8,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
-use crate::api::{self, AgentInfo, ApiState};
+use crate::api::{self, AgentInfo, ApiState, BodyLimits};
 use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
@@ -23,6 +23,8 @@ use crate::secure_fs;
 use crate::tls::{self, TlsError};
 use crate::tpm::{Tpm, TpmConfig, TpmError};
 
+/// API worker threads: the verifier and the tenant are the only clients.
+const WORKERS: usize = 2;
 /// How long in-flight requests may finish at shutdown.
 const SHUTDOWN_GRACE_SECS: u64 = 5;
 
@@ -308,12 +310,21 @@ impl AgentCore {
             },
             payload: self.payload.clone(),
             revocation: self.revocation.clone(),
+            limits: BodyLimits::new(
+                config.api_limits.max_payload_size,
+                config.api_limits.body_timeout,
+            ),
+            key_work: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         });
         let server = HttpServer::new(move || App::new().configure(api::configure(state.clone())))
             .disable_signals()
             .shutdown_timeout(SHUTDOWN_GRACE_SECS)
             // The verifier opens a fresh connection per poll: no Nagle delay.
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .client_request_timeout(config.api_limits.head_timeout)
+            // actix counts per worker; the kernel's backlog holds the rest.
+            .max_connections(config.api_limits.max_connections.div_ceil(WORKERS).max(1))
+            .workers(WORKERS);
         let addr = (config.ip.as_str(), config.port);
         let server_error = |source| AgentError::Server {
             addr: format!("{}:{}", config.ip, config.port),

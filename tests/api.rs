@@ -7,72 +7,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::{
-    free_port, https_get, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm,
-};
+use common::{free_port, https_get, make_ca_and_client, serve, write_config, Agent, Client, Swtpm};
 use serde_json::Value;
 
 const NONCE: &str = "Ai5M5SjYjnkyv4P7itH1";
-
-/// Fields drop in order: the agent stops, its state is unmounted and
-/// deleted, then swtpm is killed.
-struct Served {
-    agent: Agent,
-    dir: common::StateDir,
-    tpm: Swtpm,
-    port: u16,
-    client: Client,
-    ima: PathBuf,
-}
-
-impl Served {
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("server-cert.crt")
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        https_get(self.port, path, &self.cert(), Some(&self.client))
-            .unwrap_or_else(|code| panic!("curl {path}: exit {code}"))
-    }
-}
-
-/// An agent with mTLS trusting a test CA, no registrar (it keeps retrying
-/// in the background), and an IMA log of `ima_lines` entries.
-fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
-    let tpm = Swtpm::start()?;
-    let dir = common::state_dir();
-    let (ca, client) = make_ca_and_client(dir.path(), "test");
-    let ima = dir.path().join("ima");
-    std::fs::write(&ima, "").expect("ima");
-    if ima_lines > 0 {
-        ima_entries(&ima, ima_lines, 0, None);
-    }
-    let port = free_port();
-    let mut lines = vec![
-        "uuid = \"7c3a4e5f-6071-4c8d-8e9f-1a2b3c4d5e6f\"".to_string(),
-        format!("keylime_dir = {:?}", dir.path().display().to_string()),
-        format!("port = {port}"),
-        format!("registrar_port = {}", free_port()),
-        format!("trusted_client_ca = {:?}", ca.display().to_string()),
-        format!("ima_ml_path = {:?}", ima.display().to_string()),
-    ];
-    lines.extend(extra.iter().cloned());
-    let file = write_config(dir.path(), &lines);
-    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
-    agent.wait_for("serving API over mTLS", 30);
-    Some(Served {
-        tpm,
-        dir,
-        agent,
-        port,
-        client,
-        ima,
-    })
-}
 
 /// The AK's public key, from the TPM2B_PUBLIC persisted in agent_data.json.
 fn ak_public_key(dir: &std::path::Path) -> openssl::pkey::PKey<openssl::pkey::Public> {

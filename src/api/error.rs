@@ -52,6 +52,15 @@ pub enum ApiError {
     /// A request body over the size limit.
     #[error("Request body larger than {0} bytes")]
     TooLarge(usize),
+    /// A request body that did not arrive in time.
+    #[error("Request body not received within {0} s")]
+    BodyTimeout(u64),
+    /// Too many request bodies being read at once.
+    #[error("Too many requests in progress; try again")]
+    Busy,
+    /// A protocol switch (`Upgrade`), which no endpoint offers.
+    #[error("Upgrade is not supported")]
+    Upgrade,
     /// A key half or `keys/verify` request refused.
     #[error(transparent)]
     Key(#[from] crate::payload::KeyError),
@@ -69,6 +78,9 @@ impl ResponseError for ApiError {
             | Self::BadBody(_)
             | Self::Key(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upgrade => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             // A TPM or log failure is temporary from the verifier's view:
@@ -82,6 +94,17 @@ impl ResponseError for ApiError {
             // The peer gets a short message; the log gets the cause.
             tracing::error!("request failed: {cause}");
         }
-        envelope(self.status_code(), &self.to_string(), json!({}))
+        let mut response = envelope(self.status_code(), &self.to_string(), json!({}));
+        if matches!(
+            self,
+            Self::TooLarge(_) | Self::BodyTimeout(_) | Self::Busy | Self::Upgrade
+        ) {
+            // The rest of that body is not wanted: close instead of reading
+            // (and buffering) it to find the next request.
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        response
     }
 }

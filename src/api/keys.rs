@@ -1,18 +1,17 @@
 //! Handlers of the key exchange and revocation notifications. Bodies are
-//! read up to a limit and parsed here, so every refusal is a JSON envelope.
+//! read within their limits ([`super::body`]) and parsed here, so every
+//! refusal is a JSON envelope; RSA work runs on the blocking pool, off the
+//! workers that answer quotes.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::{REVOCATION_LIMIT, VKEY_LIMIT};
 use super::error::{success, ApiError};
 use super::params::Query;
 use super::{ApiState, ServedVersion};
 use crate::revocation::Verdict;
-
-/// Largest body accepted: a U half can carry the payload.
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Deserialize)]
 struct UKey {
@@ -37,12 +36,17 @@ struct Notification {
 pub async fn ukey(
     state: web::Data<ApiState>,
     _v: ServedVersion,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let u: UKey = read_json(body).await?;
-    state
-        .payload
-        .receive_u(&u.encrypted_key, &u.auth_tag, u.payload.as_deref())?;
+    let body = state.limits.read(&req, body, state.limits.ukey).await?;
+    let u: UKey = body.json()?;
+    drop(body);
+    let payload = state.payload.clone();
+    blocking(&state, move || {
+        payload.receive_u(&u.encrypted_key, &u.auth_tag, u.payload.as_deref())
+    })
+    .await?;
     Ok(success(json!({})))
 }
 
@@ -50,10 +54,12 @@ pub async fn ukey(
 pub async fn vkey(
     state: web::Data<ApiState>,
     _v: ServedVersion,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let v: VKey = read_json(body).await?;
-    state.payload.receive_v(&v.encrypted_key)?;
+    let v: VKey = state.limits.read(&req, body, VKEY_LIMIT).await?.json()?;
+    let payload = state.payload.clone();
+    blocking(&state, move || payload.receive_v(&v.encrypted_key)).await?;
     Ok(success(json!({})))
 }
 
@@ -74,13 +80,21 @@ pub async fn verify(
 pub async fn revocation(
     state: web::Data<ApiState>,
     _v: ServedVersion,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let n: Notification = read_json(body).await?;
-    let verdict = state
-        .revocation
-        .handle(&n.msg, n.signature.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadBody(e.0))?;
+    let n: Notification = state
+        .limits
+        .read(&req, body, REVOCATION_LIMIT)
+        .await?
+        .json()?;
+    let revocation = state.revocation.clone();
+    let verdict = blocking(&state, move || {
+        revocation
+            .handle(&n.msg, n.signature.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::BadBody(e.0))
+    })
+    .await?;
     let status = match verdict {
         Verdict::Verified(_) => "Success",
         Verdict::Unsigned => "Notification not signed; no action taken",
@@ -94,15 +108,16 @@ pub async fn revocation(
     ))
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(mut body: web::Payload) -> Result<T, ApiError> {
-    let mut bytes = web::BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadBody(format!("Cannot read the request body: {e}")))?;
-        if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::TooLarge(MAX_BODY));
-        }
-        bytes.extend_from_slice(&chunk);
+/// Runs RSA (and the payload work it may start) on the blocking pool, one
+/// request at a time: a flood of key halves keeps one core at most, and the
+/// other answers quotes.
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    state: &ApiState,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _turn = state.key_work.acquire().await.map_err(|_| ApiError::Busy)?;
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(ApiError::Busy),
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadBody(format!("Invalid JSON body: {e}")))
 }

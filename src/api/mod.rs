@@ -1,12 +1,14 @@
 //! HTTP only: the routes of API versions 2.1–2.6, typed parameters, the
 //! JSON envelope and the one error mapping. No TPM, file or crypto code.
 
+mod body;
 mod error;
 mod handlers;
 mod integrity_body;
 mod keys;
 mod params;
 
+pub use body::BodyLimits;
 pub use error::ApiError;
 
 use std::future::{ready, Ready};
@@ -46,6 +48,10 @@ pub struct ApiState {
     pub payload: crate::payload::PayloadService,
     /// Revocation notifications.
     pub revocation: crate::revocation::Revocation,
+    /// Request body limits.
+    pub limits: BodyLimits,
+    /// One permit: key-half and notification crypto run one at a time.
+    pub key_work: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Registers every route on an actix app.

@@ -187,6 +187,22 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// Push-model settings (`keylime_push_model_agent`).
     pub push: PushConfig,
+    /// What one client may cost the API server.
+    pub api_limits: ApiLimits,
+}
+
+/// Bounds on what clients of the API may hold: time, connections, memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Time for a request's head to arrive (`request_head_timeout`).
+    pub head_timeout: Duration,
+    /// Time for a request's body to arrive (`request_body_timeout`).
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog
+    /// (`max_connections`).
+    pub max_connections: usize,
+    /// Largest decrypted payload a U half may carry (`max_payload_size`).
+    pub max_payload_size: usize,
 }
 
 /// What the push-model agent needs beyond the shared keys; checked for
@@ -442,6 +458,12 @@ impl Config {
                     "false",
                     values::boolean,
                 )?,
+            },
+            api_limits: ApiLimits {
+                head_timeout: raw.parse("request_head_timeout", "10", values::seconds)?,
+                body_timeout: raw.parse("request_body_timeout", "30", values::seconds)?,
+                max_connections: raw.parse("max_connections", "512", values::connection_count)?,
+                max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
             },
             push: PushConfig {
                 verifier_url: raw.parse("verifier_url", "", values::https_url)?,

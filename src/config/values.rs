@@ -109,6 +109,33 @@ pub fn tmpfs_size(raw: &str) -> Parsed<String> {
     }
 }
 
+/// A size in bytes: digits with an optional `k`, `m` or `g` (powers of 1024).
+pub fn byte_size(raw: &str) -> Parsed<usize> {
+    let accepted = || InvalidValue::new("a size such as 8m, 512k or 1048576 (bytes), at most 1g");
+    let raw = raw.trim();
+    let (digits, unit) = match raw.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&raw[..i], 1usize << 10),
+        Some((i, 'm' | 'M')) => (&raw[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&raw[..i], 1 << 30),
+        _ => (raw, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| (1..=1 << 30).contains(n))
+        .ok_or_else(accepted)
+}
+
+/// A number of connections, 1 to 65536.
+pub fn connection_count(raw: &str) -> Parsed<usize> {
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=65_536).contains(n))
+        .ok_or_else(|| InvalidValue::new("a number of connections from 1 to 65536"))
+}
+
 /// A whole number of seconds, at least 1.
 pub fn seconds(raw: &str) -> Parsed<Duration> {
     raw.trim()
@@ -255,6 +282,21 @@ mod tests {
         assert_eq!(port("9002"), Ok(9002));
         for bad in ["0", "65536", "-1", "http", "", "90.2"] {
             assert!(port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_counts() {
+        assert_eq!(byte_size("8m"), Ok(8 << 20));
+        assert_eq!(byte_size("512k"), Ok(512 << 10));
+        assert_eq!(byte_size("1000"), Ok(1000));
+        assert_eq!(byte_size("1G"), Ok(1 << 30));
+        for bad in ["", "0", "2g", "m", "1.5m", "-1k", "8 m"] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(connection_count("512"), Ok(512));
+        for bad in ["0", "70000", "many"] {
+            assert!(connection_count(bad).is_err(), "{bad}");
         }
     }
 

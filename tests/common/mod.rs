@@ -1010,3 +1010,59 @@ impl Peers {
         ca
     }
 }
+
+/// Fields drop in order: the agent stops, its state is unmounted and
+/// deleted, then swtpm is killed.
+pub struct Served {
+    pub agent: Agent,
+    pub dir: StateDir,
+    pub tpm: Swtpm,
+    pub port: u16,
+    pub client: Client,
+    pub ima: PathBuf,
+}
+
+impl Served {
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("server-cert.crt")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        https_get(self.port, path, &self.cert(), Some(&self.client))
+            .unwrap_or_else(|code| panic!("curl {path}: exit {code}"))
+    }
+}
+
+/// An agent with mTLS trusting a test CA, no registrar (it keeps retrying
+/// in the background), and an IMA log of `ima_lines` entries.
+pub fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
+    let tpm = Swtpm::start()?;
+    let dir = state_dir();
+    let (ca, client) = make_ca_and_client(dir.path(), "test");
+    let ima = dir.path().join("ima");
+    std::fs::write(&ima, "").expect("ima");
+    if ima_lines > 0 {
+        ima_entries(&ima, ima_lines, 0, None);
+    }
+    let port = free_port();
+    let mut lines = vec![
+        "uuid = \"7c3a4e5f-6071-4c8d-8e9f-1a2b3c4d5e6f\"".to_string(),
+        format!("keylime_dir = {:?}", dir.path().display().to_string()),
+        format!("port = {port}"),
+        format!("registrar_port = {}", free_port()),
+        format!("trusted_client_ca = {:?}", ca.display().to_string()),
+        format!("ima_ml_path = {:?}", ima.display().to_string()),
+    ];
+    lines.extend(extra.iter().cloned());
+    let file = write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
+    agent.wait_for("serving API over mTLS", 30);
+    Some(Served {
+        tpm,
+        dir,
+        agent,
+        port,
+        client,
+        ima,
+    })
+}

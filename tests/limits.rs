@@ -1,0 +1,286 @@
+//! What a misbehaving client can cost the agent, against the real agent on
+//! swtpm: bodies that stall, bodies that are too large (declared or
+//! chunked), `Upgrade` requests, and a flood of key halves while the
+//! verifier polls. Each must be refused or cut off, with the agent's
+//! memory bounded and quotes still served.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{serve, Client, Served};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+
+const QUOTE: &str =
+    "/v2.6/quotes/integrity?nonce=Ai5M5SjYjnkyv4P7itH1&mask=0x400&partial=1&ima_ml_entry=0";
+
+/// An mTLS connection to the agent, as the verifier makes one.
+fn connect(s: &Served) -> SslStream<TcpStream> {
+    connect_to(s.port, &s.cert(), &s.client)
+}
+
+fn connect_to(port: u16, server_cert: &Path, client: &Client) -> SslStream<TcpStream> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    b.set_ca_file(server_cert).expect("ca");
+    b.set_certificate_file(&client.cert, SslFiletype::PEM)
+        .expect("cert");
+    b.set_private_key_file(&client.key, SslFiletype::PEM)
+        .expect("key");
+    b.set_verify(SslVerifyMode::PEER);
+    let connector = b.build();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut config = connector.configure().expect("configure");
+    config.set_verify_hostname(false);
+    config.connect("127.0.0.1", tcp).expect("handshake")
+}
+
+/// Everything the agent sends until it closes (or the read times out).
+fn read_all(conn: &mut SslStream<TcpStream>) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// One GET on a fresh connection; the status and the time it took.
+fn timed_get(s: &Served, path: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let mut conn = connect(s);
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let answer = read_all(&mut conn);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, started.elapsed())
+}
+
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn stalled_bodies_are_cut_off_at_the_body_timeout_while_quotes_go_on() {
+    let Some(s) = serve(&["request_body_timeout = 3".into()], 3) else {
+        return;
+    };
+    let pid = s.agent.pid();
+    let fds_before = open_fds(pid);
+    let started = Instant::now();
+    let mut stalled: Vec<SslStream<TcpStream>> = (0..200)
+        .map(|_| {
+            let mut conn = connect(&s);
+            write!(
+                conn,
+                "POST /v2.6/keys/vkey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"encrypted"
+            )
+            .expect("write");
+            conn
+        })
+        .collect();
+    // Quotes are served while 200 bodies hang.
+    for _ in 0..5 {
+        assert_eq!(timed_get(&s, QUOTE).0, 200);
+    }
+    let mut answers = Vec::new();
+    for conn in &mut stalled {
+        answers.push(read_all(conn));
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 408")),
+        "every stalled body gets the 408 envelope: {:?}",
+        answers.iter().find(|a| !a.starts_with("HTTP/1.1 408"))
+    );
+    assert!(
+        answers.iter().all(|a| a.contains("\"code\":408")),
+        "as JSON"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3 + 10),
+        "all cut off within the body timeout (3 s, plus the time to open them): {elapsed:?}"
+    );
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        open_fds(pid) <= fds_before + 5,
+        "descriptors back: {} before, {} after",
+        fds_before,
+        open_fds(pid)
+    );
+    assert_eq!(timed_get(&s, QUOTE).0, 200);
+}
+
+#[test]
+fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
+    let Some(s) = serve(&[], 3) else { return };
+    let pid = s.agent.pid();
+    // An Upgrade request with a complete body: refused at once.
+    let mut conn = connect(&s);
+    let started = Instant::now();
+    write!(
+        conn,
+        "POST /v2.6/keys/vkey HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
+    .expect("write");
+    let answer = read_all(&mut conn);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Upgrade is not supported"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // 16 concurrent 15 MiB bodies, declared and chunked.
+    let big = vec![b'a'; 15 * 1024 * 1024];
+    let statuses: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (s, big) = (&s, &big);
+                scope.spawn(move || {
+                    let mut conn = connect(s);
+                    let head = if i % 2 == 0 {
+                        format!(
+                            "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            big.len()
+                        )
+                    } else {
+                        "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+                    };
+                    conn.write_all(head.as_bytes()).expect("head");
+                    for piece in big.chunks(256 * 1024) {
+                        let sent = if i % 2 == 0 {
+                            conn.write_all(piece)
+                        } else {
+                            write!(conn, "{:x}\r\n", piece.len())
+                                .and_then(|()| conn.write_all(piece))
+                                .and_then(|()| conn.write_all(b"\r\n"))
+                        };
+                        if sent.is_err() {
+                            break; // refused and closed early
+                        }
+                    }
+                    let answer = read_all(&mut conn);
+                    answer.split("\r\n").next().unwrap_or_default().to_string()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for status in &statuses {
+        assert!(
+            status.starts_with("HTTP/1.1 413")
+                || status.starts_with("HTTP/1.1 503")
+                || status.is_empty(),
+            "a 413 or 503 envelope, or a closed connection: {status:?}"
+        );
+    }
+    assert!(
+        statuses.iter().any(|s| s.starts_with("HTTP/1.1 413")),
+        "{statuses:?}"
+    );
+    let peak = vm_kib(pid, "VmHWM:");
+    eprintln!(
+        "peak RSS {:.1} MB; answers {statuses:?}",
+        peak as f64 / 1024.0
+    );
+    assert!(peak <= 64 * 1024, "peak RSS {peak} KiB over 64 MiB");
+    assert_eq!(timed_get(&s, QUOTE).0, 200, "a quote afterwards");
+}
+
+#[test]
+fn quotes_stay_fast_during_a_flood_of_key_halves() {
+    let Some(s) = serve(&[], 3) else { return };
+    let sample = |n: usize| {
+        let mut times: Vec<Duration> = (0..n)
+            .map(|_| {
+                let (status, took) = timed_get(&s, QUOTE);
+                assert_eq!(status, 200);
+                took
+            })
+            .collect();
+        times.sort();
+        times[n / 2]
+    };
+    sample(5);
+    let idle = sample(31);
+    // A 256-byte "ciphertext": the agent does the RSA private operation
+    // before it can tell it is not OAEP.
+    let mut junk = [0u8; 256];
+    openssl::rand::rand_bytes(&mut junk).expect("rand");
+    junk[0] = 0x01;
+    let body = serde_json::json!({"encrypted_key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, junk)}).to_string();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (during, posted) = std::thread::scope(|scope| {
+        let flooders: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, body, stop) = (&s, &body, &stop);
+                scope.spawn(move || {
+                    let mut sent = 0u32;
+                    let mut conn = connect(s);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let request = format!(
+                            "POST /v2.6/keys/vkey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(request.as_bytes()).is_err() {
+                            conn = connect(s);
+                            continue;
+                        }
+                        let mut buf = [0u8; 2048];
+                        if conn.read(&mut buf).map_or(true, |n| n == 0) {
+                            conn = connect(s);
+                        }
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let during = sample(31);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let posted: u32 = flooders
+            .into_iter()
+            .map(|f| f.join().expect("flooder"))
+            .sum();
+        (during, posted)
+    });
+    eprintln!("quote median idle {idle:?}, during the flood {during:?} ({posted} key halves)");
+    assert!(posted > 100, "the flood ran: {posted}");
+    assert!(
+        during <= idle * 2,
+        "quote median {during:?} during the flood, {idle:?} idle"
+    );
+}
