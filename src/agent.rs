@@ -316,15 +316,22 @@ impl AgentCore {
             ),
             key_work: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         });
-        let server = HttpServer::new(move || App::new().configure(api::configure(state.clone())))
-            .disable_signals()
-            .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-            // The verifier opens a fresh connection per poll: no Nagle delay.
-            .tcp_nodelay(true)
-            .client_request_timeout(config.api_limits.head_timeout)
-            // actix counts per worker; the kernel's backlog holds the rest.
-            .max_connections(config.api_limits.max_connections.div_ceil(WORKERS).max(1))
-            .workers(WORKERS);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(api::refuse_unframed))
+                .configure(api::configure(state.clone()))
+        })
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        // The verifier opens a fresh connection per poll: no Nagle delay.
+        .tcp_nodelay(true)
+        .client_request_timeout(config.api_limits.head_timeout)
+        // After a response that closes the connection, a client that keeps
+        // it open (still sending a refused body) is cut off soon.
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        // actix counts per worker; the kernel's backlog holds the rest.
+        .max_connections(config.api_limits.max_connections.div_ceil(WORKERS).max(1))
+        .workers(WORKERS);
         let addr = (config.ip.as_str(), config.port);
         let server_error = |source| AgentError::Server {
             addr: format!("{}:{}", config.ip, config.port),

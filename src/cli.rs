@@ -44,14 +44,22 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    "info,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn",
-                )
-            }),
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn",
         )
+    });
+    // actix-http logs every request it cannot parse as an ERROR; those are
+    // the client's mistakes, answered with a 400 and not worth a line each
+    // (a flood of them would drown the log). `RUST_LOG=actix_http=…` still
+    // shows them.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("actix_http")) {
+        if let Ok(quiet) = "actix_http::h1=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -9,26 +9,13 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::{free_port, https_get, make_ca_and_client, serve, write_config, Agent, Client, Swtpm};
+use common::{
+    ak_public_key, free_port, https_get, make_ca_and_client, serve, write_config, Agent, Client,
+    Swtpm,
+};
 use serde_json::Value;
 
 const NONCE: &str = "Ai5M5SjYjnkyv4P7itH1";
-
-/// The AK's public key, from the TPM2B_PUBLIC persisted in agent_data.json.
-fn ak_public_key(dir: &std::path::Path) -> openssl::pkey::PKey<openssl::pkey::Public> {
-    let stored: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("agent_data.json")).expect("ak"))
-            .expect("json");
-    let ak_tpm = B64
-        .decode(stored["public"].as_str().expect("public"))
-        .expect("b64");
-    let public =
-        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
-            .and_then(tss_esapi::structures::Public::try_from)
-            .expect("TPM2B_PUBLIC");
-    let pem = keylime_agent::tpm::public_key_pem(&public).expect("pem");
-    openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).expect("AK key")
-}
 
 fn assert_error(status: u16, body: &Value, expected: u16, needle: &str) {
     assert_eq!(status, expected, "{body}");

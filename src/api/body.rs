@@ -49,18 +49,15 @@ impl BodyLimits {
     }
 
     /// Reads a body of at most `limit` bytes within the time limit. A
-    /// declared length over the limit, or an `Upgrade` request, is refused
-    /// before anything is read.
+    /// declared length over the limit is refused before anything is read
+    /// (`Upgrade` and chunked requests never get here: see
+    /// [`super::refuse_unframed`]).
     pub async fn read(
         &self,
         req: &HttpRequest,
         body: web::Payload,
         limit: usize,
     ) -> Result<Body, ApiError> {
-        // A protocol switch turns the body into an endless stream.
-        if req.headers().contains_key(actix_web::http::header::UPGRADE) {
-            return Err(ApiError::Upgrade);
-        }
         let declared = req
             .headers()
             .get(actix_web::http::header::CONTENT_LENGTH)

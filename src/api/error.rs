@@ -61,6 +61,9 @@ pub enum ApiError {
     /// A protocol switch (`Upgrade`), which no endpoint offers.
     #[error("Upgrade is not supported")]
     Upgrade,
+    /// A body without `Content-Length` (chunked).
+    #[error("A Content-Length is required (chunked bodies are not accepted)")]
+    LengthRequired,
     /// A key half or `keys/verify` request refused.
     #[error(transparent)]
     Key(#[from] crate::payload::KeyError),
@@ -81,6 +84,7 @@ impl ResponseError for ApiError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upgrade => StatusCode::BAD_REQUEST,
+            Self::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             // A TPM or log failure is temporary from the verifier's view:
@@ -97,7 +101,11 @@ impl ResponseError for ApiError {
         let mut response = envelope(self.status_code(), &self.to_string(), json!({}));
         if matches!(
             self,
-            Self::TooLarge(_) | Self::BodyTimeout(_) | Self::Busy | Self::Upgrade
+            Self::TooLarge(_)
+                | Self::BodyTimeout(_)
+                | Self::Busy
+                | Self::Upgrade
+                | Self::LengthRequired
         ) {
             // The rest of that body is not wanted: close instead of reading
             // (and buffering) it to find the next request.

@@ -84,6 +84,36 @@ pub fn configure(state: web::Data<ApiState>) -> impl FnOnce(&mut web::ServiceCon
     }
 }
 
+/// Refuses, before any route, requests whose body the agent will not
+/// frame: protocol switches (`Upgrade`, which turn the body into an endless
+/// stream) and chunked bodies (the peers always send `Content-Length`; a
+/// chunk size nobody will ever send would hold the connection). The answer
+/// is the JSON envelope, and the connection is closed after it.
+pub async fn refuse_unframed(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::header::{TRANSFER_ENCODING, UPGRADE};
+    let refusal = if req.headers().contains_key(UPGRADE) {
+        Some(ApiError::Upgrade)
+    } else if req.headers().contains_key(TRANSFER_ENCODING) {
+        Some(ApiError::LengthRequired)
+    } else {
+        None
+    };
+    match refusal {
+        Some(e) => {
+            // Dropping the unread body tells the connection it is not
+            // wanted, so it closes after the answer instead of draining.
+            let mut req = req;
+            drop(actix_web::HttpMessage::take_payload(&mut req));
+            let response = actix_web::ResponseError::error_response(&e);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
+}
+
 /// A resource with one method; any other method gets the JSON 405.
 fn resource(path: &str, route: actix_web::Route) -> actix_web::Resource {
     web::resource(path)

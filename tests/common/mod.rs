@@ -1066,3 +1066,21 @@ pub fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
         ima,
     })
 }
+
+/// The AK's public key, from the TPM2B_PUBLIC persisted in agent_data.json.
+pub fn ak_public_key(dir: &std::path::Path) -> openssl::pkey::PKey<openssl::pkey::Public> {
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("agent_data.json")).expect("ak"))
+            .expect("json");
+    let ak_tpm = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        stored["public"].as_str().expect("public"),
+    )
+    .expect("b64");
+    let public =
+        <tss_esapi::structures::PublicBuffer as tss_esapi::traits::UnMarshall>::unmarshall(&ak_tpm)
+            .and_then(tss_esapi::structures::Public::try_from)
+            .expect("TPM2B_PUBLIC");
+    let pem = keylime_agent::tpm::public_key_pem(&public).expect("pem");
+    openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).expect("AK key")
+}
