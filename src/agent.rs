@@ -315,10 +315,12 @@ impl AgentCore {
                 config.api_limits.body_timeout,
             ),
             key_work: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            refusals: Default::default(),
         });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(api::refuse_unframed))
+                .wrap(actix_web::middleware::from_fn(api::count_refusals))
                 .configure(api::configure(state.clone()))
         })
         .disable_signals()

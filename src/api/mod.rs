@@ -7,6 +7,7 @@ mod handlers;
 mod integrity_body;
 mod keys;
 mod params;
+mod refusals;
 
 pub use body::BodyLimits;
 pub use error::ApiError;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub limits: BodyLimits,
     /// One permit: key-half and notification crypto run one at a time.
     pub key_work: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Client errors, counted and reported once a minute.
+    pub refusals: refusals::RefusalLog,
 }
 
 /// Registers every route on an actix app.
@@ -112,6 +115,25 @@ pub async fn refuse_unframed(
         }
         None => Ok(next.call(req).await?.map_into_left_body()),
     }
+}
+
+/// Counts every 4xx answer and writes the per-minute summary (see
+/// [`refusals`]); the refused request itself is not logged.
+pub async fn count_refusals(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<ApiState>>().cloned();
+    let response = next.call(req).await?;
+    let status = response.status();
+    if status.is_client_error() {
+        if let Some(line) =
+            state.and_then(|s| s.refusals.count(status.as_u16(), std::time::Instant::now()))
+        {
+            tracing::warn!("{line}");
+        }
+    }
+    Ok(response)
 }
 
 /// A resource with one method; any other method gets the JSON 405.
