@@ -117,8 +117,8 @@ pub async fn refuse_unframed(
     }
 }
 
-/// Counts every 4xx answer and writes the per-minute summary (see
-/// [`refusals`]); the refused request itself is not logged.
+/// Counts every 4xx answer and writes the per-minute summary (the
+/// `refusals` module); the refused request itself is not logged.
 pub async fn count_refusals(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
