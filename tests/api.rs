@@ -180,12 +180,8 @@ fn identity_quote_fields_types_and_pcr16_binding() {
         "PCR 16 = H(0 ‖ H(pubkey))"
     );
     // The signature verifies with the persisted AK over the attest bytes.
-    let ak = ak_public_key(s.dir.path());
-    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
-        .expect("verifier");
-    verifier.update(&attest).expect("update");
     assert!(
-        verifier.verify(&sig[6..]).expect("verify"),
+        common::signed_by_ak(s.dir.path(), &attest, &sig),
         "quote signature must verify with the AK"
     );
     assert!(
@@ -647,12 +643,8 @@ fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_within_5_s() {
     let parts: Vec<&str> = quote[1..].split(':').collect();
     let attest = B64.decode(parts[0]).expect("attest");
     let sig = B64.decode(parts[1]).expect("signature");
-    let ak = ak_public_key(s.dir.path());
-    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
-        .expect("verifier");
-    verifier.update(&attest).expect("update");
     assert!(
-        verifier.verify(&sig[6..]).expect("verify"),
+        common::signed_by_ak(s.dir.path(), &attest, &sig),
         "signed by the same AK"
     );
     let log = s.agent.output();

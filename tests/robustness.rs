@@ -13,13 +13,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::{serve, Served};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 
 /// How long any one case may take: the head and body timeouts are 2 s.
 const CASE_BOUND: Duration = Duration::from_secs(8);
@@ -337,21 +335,7 @@ enum Outcome {
 }
 
 fn run(s: &Served, case: &Case, stall: bool) -> Outcome {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-    b.set_ca_file(s.cert()).expect("ca");
-    b.set_certificate_file(&s.client.cert, SslFiletype::PEM)
-        .expect("cert");
-    b.set_private_key_file(&s.client.key, SslFiletype::PEM)
-        .expect("key");
-    b.set_verify(SslVerifyMode::PEER);
-    let Ok(tcp) = TcpStream::connect(("127.0.0.1", s.port)) else {
-        return Outcome::Closed;
-    };
-    tcp.set_nodelay(true).expect("nodelay");
-    tcp.set_read_timeout(Some(CASE_BOUND)).expect("timeout");
-    let mut config = b.build().configure().expect("configure");
-    config.set_verify_hostname(false);
-    let Ok(mut conn) = config.connect("127.0.0.1", tcp) else {
+    let Some(mut conn) = common::mtls_connect(s.port, &s.cert(), &s.client, CASE_BOUND) else {
         return Outcome::Closed;
     };
     let bytes = if stall {
@@ -526,12 +510,8 @@ fn a_hostile_corpus_gets_envelopes_or_closed_connections_and_breaks_nothing() {
         B64.decode(parts[0]).expect("b64"),
         B64.decode(parts[1]).expect("b64"),
     );
-    let ak = common::ak_public_key(s.dir.path());
-    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
-        .expect("verifier");
-    verifier.update(&attest).expect("update");
     assert!(
-        verifier.verify(&sig[6..]).expect("verify"),
+        common::signed_by_ak(s.dir.path(), &attest, &sig),
         "signed by the AK"
     );
 

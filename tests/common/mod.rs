@@ -1084,3 +1084,38 @@ pub fn ak_public_key(dir: &std::path::Path) -> openssl::pkey::PKey<openssl::pkey
     let pem = keylime_agent::tpm::public_key_pem(&public).expect("pem");
     openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).expect("AK key")
 }
+
+/// Whether an RSASSA quote signature (TPMT_SIGNATURE) over `attest`
+/// verifies with the AK persisted in `dir`.
+pub fn signed_by_ak(dir: &Path, attest: &[u8], signature: &[u8]) -> bool {
+    let ak = ak_public_key(dir);
+    let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &ak)
+        .expect("verifier");
+    verifier.update(attest).expect("update");
+    verifier.verify(&signature[6..]).expect("verify")
+}
+
+/// An mTLS connection to an agent on `port`, as the verifier makes one
+/// (trusting `server_cert`, presenting `client`, no Nagle delay); `None`
+/// when the connection or handshake fails.
+pub fn mtls_connect(
+    port: u16,
+    server_cert: &Path,
+    client: &Client,
+    read_timeout: Duration,
+) -> Option<openssl::ssl::SslStream<TcpStream>> {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    b.set_ca_file(server_cert).expect("ca");
+    b.set_certificate_file(&client.cert, SslFiletype::PEM)
+        .expect("cert");
+    b.set_private_key_file(&client.key, SslFiletype::PEM)
+        .expect("key");
+    b.set_verify(SslVerifyMode::PEER);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp.set_read_timeout(Some(read_timeout)).expect("timeout");
+    let mut config = b.build().configure().expect("configure");
+    config.set_verify_hostname(false);
+    config.connect("127.0.0.1", tcp).ok()
+}
