@@ -26,15 +26,7 @@ fn connect(s: &Served) -> SslStream<TcpStream> {
 
 /// Everything the agent sends until it closes (or the read times out).
 fn read_all(conn: &mut SslStream<TcpStream>) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).to_string()
+    String::from_utf8_lossy(&common::read_answer(conn, |_| false)).to_string()
 }
 
 /// One GET on a fresh connection; the status and the time it took.

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -346,17 +346,7 @@ fn run(s: &Served, case: &Case, stall: bool) -> Outcome {
     if conn.write_all(bytes).is_err() {
         return Outcome::Closed;
     }
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        if complete(&out) {
-            break;
-        }
-    }
+    let out = common::read_answer(&mut conn, complete);
     let mut text = String::from_utf8_lossy(&out).to_string();
     // Interim answers (100 Continue) come before the real one.
     while text.starts_with("HTTP/1.1 1") {

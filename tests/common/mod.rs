@@ -1119,3 +1119,17 @@ pub fn mtls_connect(
     config.set_verify_hostname(false);
     config.connect("127.0.0.1", tcp).ok()
 }
+
+/// What a peer sends on `conn` until it closes, the read times out, or
+/// `done` says the bytes so far are enough.
+pub fn read_answer(conn: &mut impl std::io::Read, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !done(&out) {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
