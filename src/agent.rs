@@ -5,10 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use thiserror::Error;
 
-use crate::api::{self, AgentInfo, ApiState, BodyLimits};
+use crate::api::{self, AgentInfo, ApiState, BodyLimits, ServerLimits};
 use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
@@ -317,37 +317,23 @@ impl AgentCore {
             key_work: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             refusals: Default::default(),
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(api::refuse_unframed))
-                .wrap(actix_web::middleware::from_fn(api::count_refusals))
-                .configure(api::configure(state.clone()))
-        })
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        // The verifier opens a fresh connection per poll: no Nagle delay.
-        .tcp_nodelay(true)
-        .client_request_timeout(config.api_limits.head_timeout)
-        // After a response that closes the connection, a client that keeps
-        // it open (still sending a refused body) is cut off soon.
-        .client_disconnect_timeout(std::time::Duration::from_secs(1))
-        // actix counts per worker; the kernel's backlog holds the rest.
-        .max_connections(config.api_limits.max_connections.div_ceil(WORKERS).max(1))
-        .workers(WORKERS);
-        let addr = (config.ip.as_str(), config.port);
-        let server_error = |source| AgentError::Server {
-            addr: format!("{}:{}", config.ip, config.port),
-            source,
+        let tls = match &self.mtls {
+            Some(identity) => Some(tls::acceptor(identity, &config.trusted_client_ca)?.build()),
+            None => None,
         };
-        let server = match &self.mtls {
-            Some(identity) => server
-                .bind_openssl(addr, tls::acceptor(identity, &config.trusted_client_ca)?)
-                .map_err(server_error)?,
-            None => server.bind(addr).map_err(server_error)?,
+        let limits = ServerLimits {
+            workers: WORKERS,
+            max_connections: config.api_limits.max_connections,
+            head_timeout: config.api_limits.head_timeout,
+            shutdown_grace_secs: SHUTDOWN_GRACE_SECS,
         };
-        let addrs = server.addrs();
+        let (server, addrs) = api::bind((config.ip.as_str(), config.port), tls, &limits, state)
+            .map_err(|source| AgentError::Server {
+                addr: format!("{}:{}", config.ip, config.port),
+                source,
+            })?;
         Ok(BoundServer {
-            server: server.run(),
+            server,
             addrs,
             mtls: self.mtls.is_some(),
         })

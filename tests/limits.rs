@@ -260,3 +260,57 @@ fn quotes_stay_fast_during_a_flood_of_key_halves() {
         "quote median {during:?} during the flood, {idle:?} idle"
     );
 }
+
+#[test]
+fn connections_past_max_connections_are_refused_at_once_under_a_low_descriptor_limit() {
+    let Some(s) = serve(
+        &[
+            "max_connections = 40".into(),
+            "request_head_timeout = 120".into(),
+        ],
+        3,
+    ) else {
+        return;
+    };
+    let pid = s.agent.pid();
+    // As under `ulimit -n 96`: far fewer descriptors than the kernel would
+    // queue connections.
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=96:96"])
+        .status()
+        .expect("prlimit");
+    assert!(limited.success(), "prlimit failed");
+    let fds_before = open_fds(pid);
+    // 40 clients finish the handshake and then say nothing: every place is
+    // taken until the head timeout.
+    let held: Vec<SslStream<TcpStream>> = (0..40).map(|_| connect(&s)).collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..200 {
+        let started = Instant::now();
+        let refused = common::mtls_connect(s.port, &s.cert(), &s.client, Duration::from_secs(10));
+        assert!(refused.is_none(), "a connection past the limit is refused");
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "each refusal comes at once, not after a timeout: slowest {slowest:?}"
+    );
+    let during = open_fds(pid);
+    assert!(
+        during <= fds_before + 40 + 5,
+        "descriptors bounded by max_connections: {fds_before} before, {during} with 240 clients"
+    );
+    let log = s.agent.output();
+    assert!(
+        log.contains("connection(s) since the last report (over max_connections = 40: "),
+        "one summary line names the limit: {log}"
+    );
+    assert!(
+        !log.contains("Too many open files"),
+        "the descriptor limit is never reached: {log}"
+    );
+    // A place frees up as soon as a held client leaves.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(timed_get(&s, QUOTE).0, 200);
+}

@@ -8,8 +8,10 @@ mod integrity_body;
 mod keys;
 mod params;
 mod refusals;
+mod server;
 
 pub use body::BodyLimits;
+pub use server::{bind, ServerLimits};
 pub use error::ApiError;
 
 use std::future::{ready, Ready};

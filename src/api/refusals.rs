@@ -1,6 +1,7 @@
-//! Requests the API refuses as the client's fault (4xx) are logged as one
-//! WARN line per minute with counts by status, never one line each: a
-//! client that sends garbage, or a flood of it, cannot drown the log.
+//! Requests the API refuses as the client's fault (4xx), and connections
+//! refused past `max_connections`, are logged as one WARN line per minute
+//! with counts by kind, never one line each: a client that sends garbage, or
+//! a flood of it, cannot drown the log.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,33 +13,43 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 /// Counts since the last summary.
 #[derive(Debug)]
 pub struct RefusalLog {
+    /// What is counted, plural, as the summary names it.
+    what: &'static str,
     window: Mutex<Window>,
 }
 
 #[derive(Debug)]
 struct Window {
-    counts: BTreeMap<u16, u64>,
+    counts: BTreeMap<String, u64>,
     /// When the last summary was written (`None`: never).
     written: Option<Instant>,
 }
 
 impl Default for RefusalLog {
+    /// Counts client requests, by status.
     fn default() -> Self {
+        Self::new("client request(s)")
+    }
+}
+
+impl RefusalLog {
+    /// Counts refused `what` (plural, e.g. "connection(s)").
+    pub fn new(what: &'static str) -> Self {
         Self {
+            what,
             window: Mutex::new(Window {
                 counts: BTreeMap::new(),
                 written: None,
             }),
         }
     }
-}
 
-impl RefusalLog {
-    /// Counts a refusal with `status`; returns the summary line to write
-    /// when an interval has passed since the last one (or for the first).
-    pub fn count(&self, status: u16, now: Instant) -> Option<String> {
+    /// Counts a refusal of `kind` (a status, a reason); returns the summary
+    /// line to write when an interval has passed since the last one (or for
+    /// the first).
+    pub fn count(&self, kind: impl ToString, now: Instant) -> Option<String> {
         let mut w = self.window.lock().ok()?;
-        *w.counts.entry(status).or_default() += 1;
+        *w.counts.entry(kind.to_string()).or_default() += 1;
         if w.written.is_some_and(|t| now.duration_since(t) < INTERVAL) {
             return None;
         }
@@ -46,12 +57,13 @@ impl RefusalLog {
         let by_status: Vec<String> = w
             .counts
             .iter()
-            .map(|(status, n)| format!("{status}: {n}"))
+            .map(|(kind, n)| format!("{kind}: {n}"))
             .collect();
         w.counts.clear();
         w.written = Some(now);
         Some(format!(
-            "refused {total} client request(s) since the last report ({}); next report in {} s at the earliest",
+            "refused {total} {} since the last report ({}); next report in {} s at the earliest",
+            self.what,
             by_status.join(", "),
             INTERVAL.as_secs()
         ))
