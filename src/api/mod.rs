@@ -11,8 +11,8 @@ mod refusals;
 mod server;
 
 pub use body::BodyLimits;
-pub use server::{bind, ServerLimits};
 pub use error::ApiError;
+pub use server::{bind, ServerLimits};
 
 use std::future::{ready, Ready};
 

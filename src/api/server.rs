@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use actix_http::HttpService;
 use actix_server::Server;
 use actix_service::{
-    apply_fn_factory, map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt as _,
+    apply_fn_factory, map_config, IntoServiceFactory, Service, ServiceFactory,
+    ServiceFactoryExt as _,
 };
 use actix_web::dev::{AppConfig, Response};
 use actix_web::{web, App, Error};
@@ -134,7 +135,10 @@ pub fn bind(
                 )
             })?,
             None => builder.listen(name, listener, move || {
-                gated(gate.clone(), http_service!(state, local, head_timeout).tcp())
+                gated(
+                    gate.clone(),
+                    http_service!(state, local, head_timeout).tcp(),
+                )
             })?,
         };
         bound.push(local);
@@ -146,7 +150,13 @@ pub fn bind(
 fn gated<SF>(
     gate: Gate,
     inner: SF,
-) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = SF::Error, InitError = SF::InitError>
+) -> impl ServiceFactory<
+    TcpStream,
+    Config = (),
+    Response = (),
+    Error = SF::Error,
+    InitError = SF::InitError,
+>
 where
     SF: ServiceFactory<TcpStream, Config = (), Response = ()>,
     SF::Service: 'static,
@@ -178,7 +188,11 @@ mod tests {
         let a = gate.admit().expect("first");
         let _b = gate.admit().expect("second");
         assert!(gate.admit().is_none(), "a third is refused");
-        assert_eq!(gate.open.load(Ordering::Acquire), 2, "a refusal leaves no count");
+        assert_eq!(
+            gate.open.load(Ordering::Acquire),
+            2,
+            "a refusal leaves no count"
+        );
         drop(a);
         assert!(gate.admit().is_some(), "a place is free again");
     }
