@@ -173,6 +173,7 @@ impl AgentCore {
                 source,
             }
         })?;
+        crate::service::status("opening the TPM");
         let tpm = Tpm::start(TpmConfig {
             tcti: config.tcti.clone(),
             hash_alg: config.tpm_hash_alg,
@@ -183,6 +184,9 @@ impl AgentCore {
             ak_store: config.agent_data_path.clone(),
         })
         .await?;
+        if let Some(interval) = crate::service::watchdog_interval() {
+            tpm.keep_alive_from_owner(interval, crate::service::watchdog_ping);
+        }
         let secure = &config.payload.secure_dir;
         if front == FrontEnd::Pull {
             if let Err(source) = secure_dir::prepare(secure, &config.payload.secure_size) {
@@ -384,6 +388,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let outcome = tokio::select! {
         registered = core.register() => match registered {
             Ok(()) => {
+                crate::service::ready(&format!(
+                    "registered as {}; serving the API on {}",
+                    core.agent_id,
+                    server
+                        .addrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
                 (&mut shutdown).await;
                 Ok(())
             }
@@ -391,6 +405,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         () = &mut shutdown => Ok(()),
     };
+    crate::service::stopping();
     server.stop().await;
     core.tpm.shutdown().await;
     tracing::info!("agent {} stopped", core.agent_id);

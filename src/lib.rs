@@ -50,5 +50,6 @@ pub mod registrar;
 pub mod retry;
 pub mod revocation;
 pub mod secure_fs;
+pub mod service;
 pub mod tls;
 pub mod tpm;

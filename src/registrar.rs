@@ -176,6 +176,7 @@ impl RegistrarClient {
     ) -> Result<ApiVersion, RegistrarError> {
         let mut retry_number = 0u32;
         let mut rejected_challenges = 0u32;
+        crate::service::status(&format!("registering with the registrar at {}", self.base));
         loop {
             match self.attempt(reg, tpm).await {
                 Ok(version) => return Ok(version),
@@ -192,6 +193,10 @@ impl RegistrarClient {
                         None => self.retry.delay(retry_number, retry::unit_random()),
                     };
                     tracing::warn!("{e}; retry {retry_number} in {:.1} s", pause.as_secs_f64());
+                    crate::service::status(&format!(
+                        "waiting for the registrar at {} (retry {retry_number}): {e}",
+                        self.base
+                    ));
                     tokio::time::sleep(pause).await;
                 }
                 Err(e) => return Err(e),

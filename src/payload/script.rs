@@ -28,7 +28,11 @@ pub async fn run(
     cwd: &Path,
     limit: Duration,
 ) -> RunOutcome {
-    let mut child = match Command::new(program)
+    let mut command = Command::new(program);
+    for name in crate::service::CHILD_ENV_REMOVED {
+        command.env_remove(name);
+    }
+    let mut child = match command
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())

@@ -48,6 +48,7 @@ pub async fn run(
         crate::evidence::boot_time(Path::new("/proc/stat")).map_err(PushError::BootTime)?;
     let core = AgentCore::prepare_for(&config, FrontEnd::Push).await?;
     let outcome = attest(&core, &config, &settings, boot_time, shutdown).await;
+    crate::service::stopping();
     core.tpm.shutdown().await;
     tracing::info!("agent {} stopped", core.agent_id);
     outcome
@@ -91,6 +92,10 @@ pub async fn attest(
     );
     let work = async {
         core.register().await?;
+        crate::service::ready(&format!(
+            "registered as {}; attesting to the verifier {}",
+            core.agent_id, settings.verifier_url
+        ));
         worker.run().await;
         Ok(())
     };

@@ -258,6 +258,12 @@ impl Worker {
         self.state = State::Attesting;
         self.failures = 0;
         self.restarts = 0;
+        crate::service::status(&format!(
+            "attesting to the verifier {}: evidence accepted ({} cycles), next in {} s",
+            self.setup.client.base(),
+            self.cycles,
+            pause.as_secs()
+        ));
         pause
     }
 
@@ -298,6 +304,11 @@ impl Worker {
             );
             self.state = State::Failing;
         }
+        crate::service::status(&format!(
+            "waiting for the verifier {} ({} failed attempts): {reason}",
+            self.setup.client.base(),
+            self.failures
+        ));
         pause
     }
 }

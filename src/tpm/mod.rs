@@ -20,7 +20,9 @@ pub use quote::{QuoteParts, QuoteRequest, DATA_PCR};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
 use thiserror::Error;
+
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
@@ -234,6 +236,26 @@ impl Tpm {
             jobs,
             keys: Arc::new(keys),
         })
+    }
+
+    /// Runs `ping` on the owner thread every `interval` for as long as the
+    /// owner runs. The ping is a job in the owner's queue, so an owner
+    /// wedged inside a TPM call stops pinging (and systemd's watchdog then
+    /// restarts the agent); a TPM that is merely down still lets jobs run.
+    pub fn keep_alive_from_owner(&self, interval: Duration, ping: fn()) {
+        let jobs = self.jobs.downgrade();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                let Some(jobs) = jobs.upgrade() else { return };
+                let job: Job = Box::new(move |_: &mut Owner| ping());
+                // A full queue means a busy owner: the next tick tries again.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = jobs.try_send(job) {
+                    return;
+                }
+            }
+        });
     }
 
     /// The TPM's public identity.

@@ -170,6 +170,16 @@ impl Swtpm {
         self.port + 1
     }
 
+    /// Sends swtpm `signal` (`STOP` wedges every TPM call until `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} swtpm");
+    }
+
     /// Transient object handles in the TPM, seen through a fresh context
     /// (only while no agent holds the swtpm connection).
     pub fn transient_handles(&self) -> Vec<u32> {
