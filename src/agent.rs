@@ -174,16 +174,7 @@ impl AgentCore {
             }
         })?;
         crate::service::status("opening the TPM");
-        let tpm = Tpm::start(TpmConfig {
-            tcti: config.tcti.clone(),
-            hash_alg: config.tpm_hash_alg,
-            encryption_alg: config.tpm_encryption_alg,
-            signing_alg: config.tpm_signing_alg,
-            ek_handle: config.ek_handle,
-            owner_auth: config.tpm_ownerpassword.clone(),
-            ak_store: config.agent_data_path.clone(),
-        })
-        .await?;
+        let tpm = Tpm::start(tpm_config(config)).await?;
         if let Some(interval) = crate::service::watchdog_interval() {
             tpm.keep_alive_from_owner(interval, crate::service::watchdog_ping);
         }
@@ -412,9 +403,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     outcome
 }
 
+/// The TPM settings from the config.
+pub fn tpm_config(config: &Config) -> TpmConfig {
+    TpmConfig {
+        tcti: config.tcti.clone(),
+        hash_alg: config.tpm_hash_alg,
+        encryption_alg: config.tpm_encryption_alg,
+        signing_alg: config.tpm_signing_alg,
+        ek_handle: config.ek_handle,
+        owner_auth: config.tpm_ownerpassword.clone(),
+        ak_store: config.agent_data_path.clone(),
+    }
+}
+
 /// The registrar's address from the config: its HTTPS port and CA when
 /// `registrar_tls_enabled`, else its plain-HTTP port.
-fn registrar_endpoint(config: &Config) -> RegistrarEndpoint {
+pub fn registrar_endpoint(config: &Config) -> RegistrarEndpoint {
     let (port, tls) = match &config.registrar_tls {
         Some(tls) => (
             tls.port,

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::agent::FrontEnd;
 use crate::config::{Config, ConfigError, ConfigSources};
 
 /// The command line both binaries take.
@@ -18,8 +19,23 @@ use crate::config::{Config, ConfigError, ConfigSources};
 pub struct Args {
     /// Read only this config file (as KEYLIME_AGENT_CONFIG does);
     /// KEYLIME_AGENT_* variables still override single keys.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
+    /// What to do instead of running the agent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands; without one the agent runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config, the TPM, the peers, the logs and the secure
+    /// directory without changing anything; exit status 0 when nothing FAILs.
+    Check {
+        /// Print the findings as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Args {
@@ -29,6 +45,48 @@ impl Args {
         let matches = Self::command().about(about).get_matches();
         Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
+}
+
+/// `check [--json]`: prints the preflight report for `front`; exit status 0
+/// when nothing failed, 1 otherwise.
+pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCode {
+    // The TSS libraries print their own errors to stderr; the report names
+    // each problem itself.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // No other thread runs yet.
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
+    let sources = ConfigSources::from_process(explicit);
+    let files: Vec<String> = sources
+        .as_ref()
+        .map(|s| {
+            s.files
+                .iter()
+                .filter(|f| f.exists())
+                .map(|f| f.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let loaded = sources.and_then(|s| Config::load(&s));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(crate::check::run(loaded, &files, front));
+    if as_json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    let code = if report.passed() { 0 } else { 1 };
+    // A TPM probe that never answered may still hold its thread.
+    std::process::exit(code)
 }
 
 /// The shutdown signal handed to the agent: resolves on SIGINT or SIGTERM.

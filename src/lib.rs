@@ -36,6 +36,7 @@ pub mod algorithms;
 pub mod api;
 pub mod api_version;
 pub mod attestation;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod crypto;

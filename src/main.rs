@@ -3,10 +3,14 @@
 
 use std::process::ExitCode;
 
-use keylime_agent::cli::{self, Args};
+use keylime_agent::agent::FrontEnd;
+use keylime_agent::cli::{self, Args, Command};
 
 fn main() -> ExitCode {
     let args = Args::parse_with_about("A Keylime-compatible TPM 2.0 remote-attestation agent.");
+    if let Some(Command::Check { json }) = args.command {
+        return cli::check(args.config, FrontEnd::Pull, json);
+    }
     cli::run("keylime_agent", args.config, |config, shutdown| {
         Ok(keylime_agent::agent::run(config, shutdown))
     })

@@ -228,9 +228,14 @@ impl RegistrarClient {
         Ok(version)
     }
 
-    /// `GET /version`: the highest version the registrar offers and
+    /// The registrar's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /version`, once: the highest version the registrar offers and
     /// `registrar_api_versions` allows.
-    async fn version(&self) -> Result<ApiVersion, RegistrarError> {
+    pub async fn version(&self) -> Result<ApiVersion, RegistrarError> {
         let url = format!("{}/version", self.base);
         match self.send("version", &url, "", self.http.get(&url)).await {
             Ok(body) => choose_version(&body, &self.versions),

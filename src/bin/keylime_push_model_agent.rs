@@ -4,12 +4,16 @@
 
 use std::process::ExitCode;
 
-use keylime_agent::cli::{self, Args};
+use keylime_agent::agent::FrontEnd;
+use keylime_agent::cli::{self, Args, Command};
 
 fn main() -> ExitCode {
     let args = Args::parse_with_about(
         "A Keylime-compatible TPM 2.0 agent that attests itself to the verifier (push model); it opens no port.",
     );
+    if let Some(Command::Check { json }) = args.command {
+        return cli::check(args.config, FrontEnd::Push, json);
+    }
     cli::run(
         "keylime_push_model_agent",
         args.config,

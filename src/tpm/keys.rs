@@ -125,6 +125,71 @@ struct StoredAk {
     private: String,
 }
 
+/// The persisted AK, as read from `agent_data_path`.
+enum Stored {
+    /// None yet (or unreadable).
+    Missing,
+    /// Made under another EK, or with other algorithms.
+    Foreign,
+    /// Made for this EK and these algorithms.
+    Matching(Public, Private),
+}
+
+fn stored_for(ek_tpm: &[u8], config: &TpmConfig) -> Result<Stored, TpmError> {
+    let Some(stored) = read_store(&config.ak_store)? else {
+        return Ok(Stored::Missing);
+    };
+    let wanted = (
+        B64.encode(ek_tpm),
+        config.hash_alg.as_str(),
+        config.signing_alg.as_str(),
+    );
+    if (
+        stored.ek_tpm.as_str(),
+        stored.hash_alg.as_str(),
+        stored.sign_alg.as_str(),
+    ) != (wanted.0.as_str(), wanted.1, wanted.2)
+    {
+        return Ok(Stored::Foreign);
+    }
+    let (public, private) = decode_stored(&stored, &config.ak_store)?;
+    Ok(Stored::Matching(public, private))
+}
+
+/// What `keylime_agent check` reports about the persisted AK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredAkState {
+    /// No AK persisted yet: the agent creates one.
+    Missing,
+    /// It belongs to another EK or algorithm: the agent creates a new one.
+    Foreign,
+    /// It loads under the EK.
+    Loads,
+    /// It is there but the TPM refuses to load it.
+    DoesNotLoad(String),
+}
+
+/// Tries the persisted AK under `ek` and flushes it again: nothing is
+/// created or written.
+pub(super) fn probe_stored_ak(
+    ctx: &mut Context,
+    ek: KeyHandle,
+    ek_tpm: &[u8],
+    config: &TpmConfig,
+) -> Result<StoredAkState, TpmError> {
+    Ok(match stored_for(ek_tpm, config)? {
+        Stored::Missing => StoredAkState::Missing,
+        Stored::Foreign => StoredAkState::Foreign,
+        Stored::Matching(public, private) => match ak::load_ak(ctx, ek, None, private, public) {
+            Ok(handle) => {
+                let _ = ctx.flush_context(handle.into());
+                StoredAkState::Loads
+            }
+            Err(e) => StoredAkState::DoesNotLoad(e.to_string()),
+        },
+    })
+}
+
 /// Loads the persisted AK if it was made under this EK with these
 /// algorithms; otherwise creates a new one and persists it.
 pub(super) fn load_or_create_ak(
@@ -134,25 +199,24 @@ pub(super) fn load_or_create_ak(
     config: &TpmConfig,
 ) -> Result<(KeyHandle, Public, bool), TpmError> {
     let store = &config.ak_store;
-    let wanted = (
-        B64.encode(ek_tpm),
-        config.hash_alg.as_str(),
-        config.signing_alg.as_str(),
-    );
-    match read_store(store)? {
-        Some(stored) if (stored.ek_tpm.as_str(), stored.hash_alg.as_str(), stored.sign_alg.as_str()) == (wanted.0.as_str(), wanted.1, wanted.2) => {
-            let (public, private) = decode_stored(&stored, store)?;
+    match stored_for(ek_tpm, config)? {
+        Stored::Matching(public, private) => {
             match ak::load_ak(ctx, ek, None, private, public.clone()) {
                 Ok(handle) => return Ok((handle, public, true)),
                 Err(e) => tracing::warn!("the persisted AK in {} no longer loads ({e}); creating a new AK", store.display()),
             }
         }
-        Some(_) => tracing::warn!(
+        Stored::Foreign => tracing::warn!(
             "the persisted AK in {} belongs to another EK or algorithm; creating a new AK (the registrar will refuse it for an already registered id)",
             store.display()
         ),
-        None => tracing::info!("no persisted AK yet; creating one"),
+        Stored::Missing => tracing::info!("no persisted AK yet; creating one"),
     }
+    let wanted = (
+        B64.encode(ek_tpm),
+        config.hash_alg.as_str(),
+        config.signing_alg.as_str(),
+    );
     let created = ak::create_ak(
         ctx,
         ek,

@@ -10,10 +10,13 @@ mod credential;
 mod keys;
 mod owner;
 mod pcr_blob;
+mod probe;
 mod public;
 mod quote;
 
 pub use credential::{parse_credential_blob, CredentialBlob, ACTIVATE_CREDENTIAL_OP};
+pub use keys::StoredAkState;
+pub use probe::{probe, ProbeError, TpmProbe};
 pub use public::{public_key_pem, tpm2b_public};
 pub use quote::{QuoteParts, QuoteRequest, DATA_PCR};
 

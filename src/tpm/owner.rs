@@ -20,7 +20,7 @@ use tss_esapi::constants::StartupType;
 use tss_esapi::handles::TpmHandle;
 
 /// First handle of the transient object range.
-const TRANSIENT_FIRST: u32 = 0x8000_0000;
+pub(super) const TRANSIENT_FIRST: u32 = 0x8000_0000;
 /// First handle of the loaded (HMAC) session range.
 const LOADED_SESSION_FIRST: u32 = 0x0200_0000;
 /// First handle of the saved (policy) session range.
@@ -266,7 +266,7 @@ fn finish_open(
     ))
 }
 
-fn release_ek(ctx: &mut Context, ek: KeyHandle, origin: EkOrigin) {
+pub(super) fn release_ek(ctx: &mut Context, ek: KeyHandle, origin: EkOrigin) {
     let result = match origin {
         EkOrigin::Created => ctx.flush_context(ek.into()),
         EkOrigin::Persistent => ctx.tr_close(&mut ek.into()),
@@ -278,7 +278,7 @@ fn release_ek(ctx: &mut Context, ek: KeyHandle, origin: EkOrigin) {
 
 /// Whether the TCTI goes through a resource manager, which flushes a
 /// client's objects when it disconnects (the kernel's `/dev/tpmrm0`, tabrmd).
-fn has_resource_manager(tcti: &str) -> bool {
+pub(super) fn has_resource_manager(tcti: &str) -> bool {
     tcti.contains("tpmrm") || tcti.starts_with("tabrmd")
 }
 

@@ -1,0 +1,127 @@
+//! A read-only look at the TPM for `keylime_agent check` and `info`: what
+//! it is, which PCR banks it has, its EK certificate, and whether the
+//! persisted AK still loads. Nothing is written: no TPM2_Startup, no
+//! persistent change, and every transient object made is flushed again.
+
+use std::str::FromStr;
+
+use tss_esapi::constants::{CapabilityType, PropertyTag};
+use tss_esapi::handles::ObjectHandle;
+use tss_esapi::structures::{Auth, CapabilityData};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::Context;
+
+use super::keys::{self, StoredAkState};
+use super::owner::{has_resource_manager, release_ek, TRANSIENT_FIRST};
+use super::{public, TpmConfig, TpmError, TpmErrorKind};
+
+/// What the probe found.
+#[derive(Debug, Clone)]
+pub struct TpmProbe {
+    /// The manufacturer's four-letter code (e.g. `IBM `).
+    pub manufacturer: String,
+    /// The vendor string the TPM reports.
+    pub vendor: String,
+    /// Firmware version as `major.minor` words, in hex.
+    pub firmware: String,
+    /// The PCR banks with at least one PCR allocated, e.g. `sha256`.
+    pub pcr_banks: Vec<String>,
+    /// Whether the TCTI goes through a resource manager.
+    pub resource_manager: bool,
+    /// The EK certificate from NV, as PEM, when there is one.
+    pub ek_cert_pem: Option<String>,
+    /// The NV index looked at.
+    pub ek_cert_index: u32,
+    /// The persisted AK.
+    pub ak: StoredAkState,
+}
+
+/// Why the probe stopped early.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The TPM could not be opened or answered with an error.
+    Tpm(TpmError),
+    /// The TPM answers but was reset and not started (the agent would send
+    /// TPM2_Startup; the probe does not).
+    NotStarted,
+}
+
+impl From<TpmError> for ProbeError {
+    fn from(e: TpmError) -> Self {
+        if e.kind() == TpmErrorKind::TpmReset {
+            Self::NotStarted
+        } else {
+            Self::Tpm(e)
+        }
+    }
+}
+
+/// Opens the TPM through `config.tcti` and looks without changing anything.
+pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
+    let tcti = TctiNameConf::from_str(&config.tcti).map_err(TpmError::tss("parsing the TCTI"))?;
+    let mut ctx = Context::new(tcti).map_err(TpmError::tss("opening the TPM"))?;
+    // The first command tells a TPM that needs TPM2_Startup apart.
+    keys::list_handles(&mut ctx, TRANSIENT_FIRST)?;
+    let property = |ctx: &mut Context, tag| {
+        ctx.get_tpm_property(tag)
+            .map_err(TpmError::tss("GetCapability(properties)"))
+            .map(Option::unwrap_or_default)
+    };
+    let ascii = |word: u32| {
+        String::from_utf8_lossy(&word.to_be_bytes())
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    let manufacturer = ascii(property(&mut ctx, PropertyTag::Manufacturer)?);
+    let mut vendor = String::new();
+    for tag in [
+        PropertyTag::VendorString1,
+        PropertyTag::VendorString2,
+        PropertyTag::VendorString3,
+        PropertyTag::VendorString4,
+    ] {
+        vendor.push_str(&ascii(property(&mut ctx, tag)?));
+    }
+    let firmware = format!(
+        "{:08x}.{:08x}",
+        property(&mut ctx, PropertyTag::FirmwareVersion1)?,
+        property(&mut ctx, PropertyTag::FirmwareVersion2)?
+    );
+    let (data, _) = ctx
+        .get_capability(CapabilityType::AssignedPcr, 0, 8)
+        .map_err(TpmError::tss("GetCapability(PCRs)"))?;
+    let pcr_banks = match data {
+        CapabilityData::AssignedPcr(list) => list
+            .get_selections()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{:?}", s.hashing_algorithm()).to_lowercase())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let ek_cert_index = config.encryption_alg.ek_certificate_nv_index();
+    let ek_cert_pem = keys::read_ek_certificate(&mut ctx, ek_cert_index)?;
+    if !config.owner_auth.is_empty() {
+        let auth = Auth::try_from(config.owner_auth.to_vec())
+            .map_err(TpmError::tss("tpm_ownerpassword"))?;
+        ctx.tr_set_auth(ObjectHandle::Endorsement, auth)
+            .map_err(TpmError::tss("setting the endorsement authorization"))?;
+    }
+    let (ek, origin) = keys::load_ek(&mut ctx, config)?;
+    let ak = ctx
+        .read_public(ek)
+        .map_err(TpmError::tss("reading the EK"))
+        .and_then(|(ek_public, _, _)| public::tpm2b_public(&ek_public))
+        .and_then(|ek_tpm| keys::probe_stored_ak(&mut ctx, ek, &ek_tpm, config));
+    release_ek(&mut ctx, ek, origin);
+    Ok(TpmProbe {
+        manufacturer,
+        vendor,
+        firmware,
+        pcr_banks,
+        resource_manager: has_resource_manager(&config.tcti),
+        ek_cert_pem,
+        ek_cert_index,
+        ak: ak?,
+    })
+}
