@@ -473,6 +473,17 @@ impl Agent {
 
     fn spawn_binary(binary: &str, config: &Path, tcti: &str, extra_env: &[(&str, &str)]) -> Self {
         let log = config.with_extension(format!("log{}", free_port()));
+        Self::spawn_logged(binary, config, log, tcti, extra_env)
+    }
+
+    /// `binary` (e.g. an installed one) with `config`, its output in `log`.
+    pub fn spawn_logged(
+        binary: &str,
+        config: &Path,
+        log: PathBuf,
+        tcti: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let file = std::fs::File::create(&log).expect("log");
         let mut cmd = Command::new(binary);
         for (k, _) in std::env::vars() {
