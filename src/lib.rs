@@ -18,7 +18,10 @@
 //! The pull front end is [`api`]; the push front end is [`push`]
 //! (`keylime_push_model_agent`: no server, evidence sent to the verifier's
 //! API v3.0). Both ask [`attestation`] for evidence; [`cli`] is what the two
-//! binaries share around the agent (logging, config, shutdown signal).
+//! binaries share around the agent (logging, config, shutdown signal, the
+//! `check` subcommand, which is [`check`]: a read-only preflight over
+//! [`tpm::probe`]). [`service`] tells systemd when the agent is ready and
+//! keeps its watchdog alive from the TPM owner's queue.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob

@@ -72,7 +72,7 @@ pub struct TpmKeys {
 #[derive(Debug, Error)]
 pub enum TpmError {
     /// A TSS or TPM error, with the operation it happened in.
-    #[error("TPM {op} failed: {source}")]
+    #[error("TPM {op} failed: {}", describe(source))]
     Tss {
         /// The operation.
         op: &'static str,
@@ -152,6 +152,21 @@ fn response_code(error: &tss_esapi::Error) -> Option<u32> {
     };
     let hex = text.rsplit_once("0x")?.1;
     u32::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The TSS error with its raw code and layer, which tss-esapi's own text
+/// leaves out for codes it does not know.
+fn describe(error: &tss_esapi::Error) -> String {
+    let Some(code) = response_code(error) else {
+        return error.to_string();
+    };
+    let layer = match (code >> 16) & 0xff {
+        LAYER_TPM => "from the TPM",
+        LAYER_ESAPI => "ESAPI layer",
+        LAYER_TCTI => "TCTI layer: the TPM connection failed, or its TCTI library is missing",
+        _ => "TSS layer",
+    };
+    format!("{error} (TSS2_RC {code:#010x}, {layer})")
 }
 
 /// TSS layers (bits 16–23 of a TSS2_RC).
