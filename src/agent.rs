@@ -64,6 +64,15 @@ pub enum AgentError {
     /// Switching to `run_as` failed.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    /// The audit file could not be opened.
+    #[error("audit_log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The API server could not bind or run.
     #[error("API server on {addr}: {source}")]
     Server {
@@ -339,7 +348,14 @@ impl AgentCore {
 /// `shutdown`. The API is served while registration is still retrying, so a
 /// restarted agent answers the verifier even while the registrar is down.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let core = AgentCore::prepare(&config).await?;
+    let observing = Observing::start(&config)?;
+    let core = match AgentCore::prepare(&config).await {
+        Ok(core) => core,
+        Err(e) => {
+            observing.stop().await;
+            return Err(e);
+        }
+    };
     let keys = core.tpm.keys();
     tracing::info!(
         "agent {} ready: EK {} certificate, AK {}",
@@ -366,12 +382,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 config.server_cert.as_path(),
             ]);
             privileges::drop_to(run_as, &owned)?;
+            crate::audit::record(
+                crate::audit::Event::PrivilegesDropped,
+                serde_json::json!({ "user": run_as.user, "group": run_as.group }),
+            );
         }
         Ok(bound.start())
     }) {
         Ok(server) => server,
         Err(e) => {
             core.tpm.shutdown().await;
+            observing.stop().await;
             return Err(e);
         }
     };
@@ -399,8 +420,82 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     crate::service::stopping();
     server.stop().await;
     core.tpm.shutdown().await;
+    observing.stop().await;
     tracing::info!("agent {} stopped", core.agent_id);
     outcome
+}
+
+/// The metrics server, while it runs.
+pub struct Observing {
+    metrics: Option<(ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
+}
+
+impl Observing {
+    /// Opens the audit file and records the loaded config, and starts the
+    /// metrics server, as `config` asks (both front ends call this first).
+    pub fn start(config: &Config) -> Result<Self, AgentError> {
+        let observe = &config.observe;
+        if let Some(path) = &observe.audit_log {
+            crate::audit::open(path).map_err(|source| AgentError::Audit {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        crate::audit::record(crate::audit::Event::ConfigLoaded, config_summary(config));
+        let metrics = match observe.metrics_address {
+            Some(addr) => {
+                let server = crate::metrics::serve(addr).map_err(|source| AgentError::Server {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                tracing::info!("serving metrics on http://{addr}/metrics");
+                let handle = server.handle();
+                Some((handle, tokio::spawn(server)))
+            }
+            None => None,
+        };
+        Ok(Self { metrics })
+    }
+
+    /// Stops the metrics server.
+    pub async fn stop(self) {
+        if let Some((handle, task)) = self.metrics {
+            handle.stop(false).await;
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the audit trail records of the config: the settings that decide
+/// who is trusted and what runs; for secrets only whether they are set.
+fn config_summary(config: &Config) -> serde_json::Value {
+    let set = |secret: bool| if secret { "set (redacted)" } else { "unset" };
+    serde_json::json!({
+        "uuid": format!("{:?}", config.agent_id),
+        "listen": format!("{}:{}", config.ip, config.port),
+        "contact": format!("{}:{}", config.contact_ip, config.contact_port),
+        "registrar": format!("{}:{}", config.registrar_ip, config.registrar_port),
+        "registrar_tls": config.registrar_tls.is_some(),
+        "enable_agent_mtls": config.enable_agent_mtls,
+        "trusted_client_ca": config.trusted_client_ca,
+        "api_versions": config.api_versions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "tpm": {
+            "tcti": config.tcti,
+            "hash_alg": config.tpm_hash_alg.as_str(),
+            "encryption_alg": format!("{:?}", config.tpm_encryption_alg),
+            "signing_alg": config.tpm_signing_alg.as_str(),
+        },
+        "run_as": config.run_as.as_ref().map(|r| r.user.clone()),
+        "payload_script": config.payload.payload_script,
+        "enable_insecure_payload": config.payload.enable_insecure_payload,
+        "revocation_actions": config.revocation.actions,
+        "metrics_address": config.observe.metrics_address.map(|a| a.to_string()),
+        "secrets": {
+            "tpm_ownerpassword": set(!config.tpm_ownerpassword.is_empty()),
+            "server_key_password": set(!config.server_key_password.is_empty()),
+            "payload_key_password": set(!config.payload_key_password.is_empty()),
+        },
+    })
 }
 
 /// The TPM settings from the config.

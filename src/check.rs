@@ -303,7 +303,8 @@ fn ek_certificate(probe: &TpmProbe) -> Finding {
     }
 }
 
-fn name_text(name: &openssl::x509::X509NameRef) -> String {
+/// A certificate name as `CN=…, O=…`.
+pub(crate) fn name_text(name: &openssl::x509::X509NameRef) -> String {
     let parts: Vec<String> = name
         .entries()
         .map(|e| {

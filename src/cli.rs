@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::agent::FrontEnd;
-use crate::config::{Config, ConfigError, ConfigSources};
+use crate::config::{Config, ConfigError, ConfigSources, LogFormat};
 
 /// The command line both binaries take.
 #[derive(Debug, Parser)]
@@ -33,6 +33,13 @@ pub enum Command {
     /// directory without changing anything; exit status 0 when nothing FAILs.
     Check {
         /// Print the findings as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show this machine, its TPM and the agent's identity and build,
+    /// without changing anything.
+    Info {
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -89,6 +96,30 @@ pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitC
     std::process::exit(code)
 }
 
+/// `info [--json]`: prints what `info::collect` finds; exit status 2 when
+/// the config does not load.
+pub fn info(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCode {
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // No other thread runs yet.
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
+    let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = crate::info::collect(&loaded.config, front);
+    if as_json {
+        println!("{report}");
+    } else {
+        print!("{}", crate::info::text(&report));
+    }
+    // A TPM probe that never answered may still hold its thread.
+    std::process::exit(0)
+}
+
 /// The shutdown signal handed to the agent: resolves on SIGINT or SIGTERM.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -102,26 +133,6 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn",
-        )
-    });
-    // actix-http logs every request it cannot parse as an ERROR; those are
-    // the client's mistakes, answered with a 400 and not worth a line each
-    // (a flood of them would drown the log). `RUST_LOG=actix_http=…` still
-    // shows them.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("actix_http")) {
-        if let Ok(quiet) = "actix_http::h1=off".parse() {
-            filter = filter.add_directive(quiet);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -129,6 +140,7 @@ where
             return ExitCode::from(2);
         }
     };
+    init_logging(loaded.config.observe.log_format);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -151,6 +163,62 @@ where
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logging to stderr in `format`, filtered by `RUST_LOG` (default: info,
+/// with the libraries' chatter at warn).
+fn init_logging(format: LogFormat) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn",
+        )
+    });
+    // actix-http logs every request it cannot parse as an ERROR; those are
+    // the client's mistakes, answered with a 400 and not worth a line each
+    // (a flood of them would drown the log). `RUST_LOG=actix_http=…` still
+    // shows them.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("actix_http")) {
+        if let Ok(quiet) = "actix_http::h1=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => {
+            // Every line must be JSON: the TSS libraries' own stderr
+            // messages are off (the agent's errors carry their codes), and
+            // a panic is logged as a record.
+            if std::env::var_os("TSS2_LOG").is_none() {
+                // No other thread runs yet.
+                std::env::set_var("TSS2_LOG", "all+none");
+            }
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init();
+            std::panic::set_hook(Box::new(|info| {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                let payload = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(ToString::to_string)
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(location, "panic: {payload}");
+            }));
         }
     }
 }

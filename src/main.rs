@@ -8,8 +8,10 @@ use keylime_agent::cli::{self, Args, Command};
 
 fn main() -> ExitCode {
     let args = Args::parse_with_about("A Keylime-compatible TPM 2.0 remote-attestation agent.");
-    if let Some(Command::Check { json }) = args.command {
-        return cli::check(args.config, FrontEnd::Pull, json);
+    match args.command {
+        Some(Command::Check { json }) => return cli::check(args.config, FrontEnd::Pull, json),
+        Some(Command::Info { json }) => return cli::info(args.config, FrontEnd::Pull, json),
+        None => {}
     }
     cli::run("keylime_agent", args.config, |config, shutdown| {
         Ok(keylime_agent::agent::run(config, shutdown))

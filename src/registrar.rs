@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::api_version::ApiVersion;
+use crate::audit::{self, Event};
 use crate::crypto;
 use crate::http_client::{self, RequestFailure, ServerTrust};
 use crate::retry::{self, RetryPolicy};
@@ -188,6 +189,7 @@ impl RegistrarClient {
                 }
                 Err(e) if e.is_retryable() && self.retry.allows(retry_number + 1) => {
                     retry_number += 1;
+                    crate::metrics::get().registration_retries.inc();
                     let pause = match e.retry_after() {
                         Some(secs) => self.retry.server_requested(secs),
                         None => self.retry.delay(retry_number, retry::unit_random()),
@@ -207,6 +209,15 @@ impl RegistrarClient {
     async fn attempt(&self, reg: &Registration, tpm: &Tpm) -> Result<ApiVersion, RegistrarError> {
         let version = self.version().await?;
         let blob = self.post_identity(version, reg, tpm).await?;
+        audit::record(
+            Event::Registered,
+            json!({
+                "agent_id": reg.agent_id,
+                "registrar": self.base,
+                "api_version": version.to_string(),
+                "contact": format!("{}:{}", reg.contact_ip, reg.contact_port),
+            }),
+        );
         let challenge = tpm.activate_credential(blob).await?;
         let key = zeroize::Zeroizing::new(B64.encode(challenge.as_slice()));
         let auth_tag =
@@ -224,6 +235,11 @@ impl RegistrarClient {
             "agent {} registered and activated (registrar API {version}) at {}",
             reg.agent_id,
             self.base
+        );
+        crate::metrics::get().registered.set(1);
+        audit::record(
+            Event::Activated,
+            json!({ "agent_id": reg.agent_id, "registrar": self.base }),
         );
         Ok(version)
     }

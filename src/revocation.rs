@@ -78,6 +78,23 @@ impl Revocation {
             event["event_id"].as_str().unwrap_or("-"),
         );
         let verdict = self.verify(msg, signature);
+        let (name, actions) = match &verdict {
+            Verdict::Unsigned => ("unsigned", Vec::new()),
+            Verdict::NoCertificate => ("no_certificate", Vec::new()),
+            Verdict::BadSignature => ("bad_signature", Vec::new()),
+            Verdict::Verified(actions) => ("verified", actions.clone()),
+        };
+        crate::metrics::Metrics::count(&crate::metrics::get().revocations, name);
+        crate::audit::record(
+            crate::audit::Event::RevocationReceived,
+            serde_json::json!({
+                "verdict": name,
+                "type": event["type"],
+                "revoked_agent": event["agent_id"],
+                "event_id": event["event_id"],
+                "actions": actions,
+            }),
+        );
         match &verdict {
             Verdict::Unsigned => tracing::warn!("{summary} is not signed; no action taken"),
             Verdict::NoCertificate => tracing::warn!(

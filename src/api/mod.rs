@@ -119,15 +119,32 @@ pub async fn refuse_unframed(
     }
 }
 
-/// Counts every 4xx answer and writes the per-minute summary (the
-/// `refusals` module); the refused request itself is not logged.
+/// Records every answer: the request metrics (by route pattern and
+/// status), quotes served and failed, the time of the verifier's last
+/// integrity quote, the audit record of an identity quote, and one DEBUG
+/// line with the structured fields. Counts every 4xx answer and writes the
+/// per-minute summary (the `refusals` module); the refused request itself
+/// is not logged above DEBUG.
 pub async fn count_refusals(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<ApiState>>().cloned();
+    let began = std::time::Instant::now();
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let response = next.call(req).await?;
     let status = response.status();
+    let endpoint = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    observe(
+        &endpoint,
+        &peer,
+        response.request().path(),
+        status.as_u16(),
+        began.elapsed(),
+    );
     if status.is_client_error() {
         if let Some(line) =
             state.and_then(|s| s.refusals.count(status.as_u16(), std::time::Instant::now()))
@@ -136,6 +153,55 @@ pub async fn count_refusals(
         }
     }
     Ok(response)
+}
+
+/// Metrics, audit and the DEBUG line for one answered request.
+fn observe(endpoint: &str, peer: &str, path: &str, status: u16, took: std::time::Duration) {
+    use crate::metrics::{self, Metrics, RequestLabels};
+    let metrics = metrics::get();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: endpoint.to_string(),
+            status,
+        })
+        .inc();
+    let quote = if endpoint.ends_with("/quotes/integrity") {
+        Some("integrity")
+    } else if endpoint.ends_with("/quotes/identity") {
+        Some("identity")
+    } else {
+        None
+    };
+    if let Some(kind) = quote {
+        let outcome = match status {
+            200 => "served",
+            500..=599 => "failed",
+            _ => "refused",
+        };
+        Metrics::count_outcome(&metrics.quotes, kind, outcome);
+        if status == 200 && kind == "integrity" {
+            metrics.attested_now();
+        }
+        if status == 200 && kind == "identity" {
+            crate::audit::record(
+                crate::audit::Event::IdentityQuoteServed,
+                serde_json::json!({ "peer": peer }),
+            );
+        }
+    }
+    let version = path
+        .strip_prefix("/v")
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("");
+    tracing::debug!(
+        endpoint,
+        peer,
+        api_version = version,
+        status,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 /// A resource with one method; any other method gets the JSON 405.

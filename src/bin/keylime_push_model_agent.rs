@@ -11,8 +11,10 @@ fn main() -> ExitCode {
     let args = Args::parse_with_about(
         "A Keylime-compatible TPM 2.0 agent that attests itself to the verifier (push model); it opens no port.",
     );
-    if let Some(Command::Check { json }) = args.command {
-        return cli::check(args.config, FrontEnd::Push, json);
+    match args.command {
+        Some(Command::Check { json }) => return cli::check(args.config, FrontEnd::Push, json),
+        Some(Command::Info { json }) => return cli::info(args.config, FrontEnd::Push, json),
+        None => {}
     }
     cli::run(
         "keylime_push_model_agent",

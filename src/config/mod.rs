@@ -30,6 +30,7 @@ use crate::retry::RetryPolicy;
 pub use push::{PushConfig, PushSettings};
 use raw::RawAgentSection;
 pub use values::InvalidValue;
+pub use values::LogFormat;
 pub use values::RunAs;
 use versions::{api_versions, registrar_api_versions};
 
@@ -191,8 +192,21 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// Push-model settings (`keylime_push_model_agent`).
     pub push: PushConfig,
+    /// Metrics, log format and audit trail.
+    pub observe: ObserveConfig,
     /// What one client may cost the API server.
     pub api_limits: ApiLimits,
+}
+
+/// What the agent tells its operators.
+#[derive(Debug, Clone, Default)]
+pub struct ObserveConfig {
+    /// Where `GET /metrics` is served (`metrics_address`); off when `None`.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// How log lines are written (`log_format`).
+    pub log_format: LogFormat,
+    /// The audit file (`audit_log`); the log only when `None`.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Bounds on what clients of the API may hold: time, connections, memory.
@@ -433,6 +447,14 @@ impl Config {
                 body_timeout: raw.parse("request_body_timeout", "30", values::seconds)?,
                 max_connections: raw.parse("max_connections", "512", values::connection_count)?,
                 max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
+            },
+            observe: ObserveConfig {
+                metrics_address: raw.parse("metrics_address", "", values::listen_address)?,
+                log_format: raw.parse("log_format", "text", values::log_format)?,
+                audit_log: match raw.get("audit_log").map(str::trim) {
+                    None | Some("") => None,
+                    Some(p) => Some(dir.join(p)),
+                },
             },
             push: PushConfig::from_raw(raw, dir)?,
             keylime_dir,

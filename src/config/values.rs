@@ -136,6 +136,43 @@ pub fn connection_count(raw: &str) -> Parsed<usize> {
         .ok_or_else(|| InvalidValue::new("a number of connections from 1 to 65536"))
 }
 
+/// `host:port` to listen on (an IP address, `[…]` for IPv6), or empty for
+/// none.
+pub fn listen_address(raw: &str) -> Parsed<Option<std::net::SocketAddr>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse::<std::net::SocketAddr>()
+        .ok()
+        .filter(|a| a.port() != 0)
+        .map(Some)
+        .ok_or_else(|| {
+            InvalidValue::new(
+                "empty (off) or IP:PORT to listen on, e.g. \"127.0.0.1:9102\" or \"[::1]:9102\"",
+            )
+        })
+}
+
+/// `text` or `json`.
+pub fn log_format(raw: &str) -> Parsed<LogFormat> {
+    match raw.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(InvalidValue::new("\"text\" or \"json\"")),
+    }
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// A whole number of seconds, at least 1.
 pub fn seconds(raw: &str) -> Parsed<Duration> {
     raw.trim()

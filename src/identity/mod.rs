@@ -6,7 +6,7 @@ mod agent_id;
 mod mtls;
 mod payload_key;
 
-pub use agent_id::{AgentId, AgentIdSource};
+pub use agent_id::{AgentId, AgentIdSource, GENERATED_ID_FILE};
 pub use mtls::MtlsIdentity;
 pub use payload_key::PayloadKey;
 

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{script, zip_extract};
+use crate::audit;
 use crate::config::PayloadConfig;
 use crate::crypto;
 use crate::secure_fs;
@@ -55,7 +56,7 @@ pub async fn deliver(
         let script = dir.join(script_name);
         if script.is_file() {
             tracing::info!("running payload script {}", script.display());
-            script::run(
+            let outcome = script::run(
                 "payload script",
                 Path::new("/bin/sh"),
                 &[script.as_os_str()],
@@ -63,6 +64,12 @@ pub async fn deliver(
                 config.payload_script_timeout,
             )
             .await;
+            let status = outcome.status_label();
+            crate::metrics::Metrics::count(&crate::metrics::get().payload_runs, &status);
+            audit::record(
+                audit::Event::PayloadRun,
+                serde_json::json!({ "script": script_name, "exit_status": status }),
+            );
         }
     }
     Ok(())
@@ -88,8 +95,16 @@ fn store(
     };
     let plain = crypto::decrypt_payload(key, encrypted).ok_or(DeliveryError::Decrypt)?;
     secure_fs::write_private(&dir.join(&config.dec_payload_file), &plain)?;
+    audit::record(
+        audit::Event::PayloadDecrypted,
+        serde_json::json!({ "bytes": plain.len(), "file": config.dec_payload_file }),
+    );
     if config.extract_payload_zip && zip_extract::is_zip(&plain) {
         let files = zip_extract::extract(&plain, dir)?;
+        audit::record(
+            audit::Event::PayloadExtracted,
+            serde_json::json!({ "files": files.len() }),
+        );
         tracing::info!(
             "payload extracted into {} ({} files)",
             dir.display(),

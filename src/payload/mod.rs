@@ -20,6 +20,7 @@ use openssl::pkey::{PKey, Private};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use crate::audit;
 use crate::config::PayloadConfig;
 use crate::crypto;
 
@@ -71,6 +72,17 @@ impl PayloadService {
         auth_tag: &str,
         payload: Option<&str>,
     ) -> Result<(), KeyError> {
+        let received = self.receive_u_inner(encrypted_key, auth_tag, payload);
+        Self::note_half("u", payload.is_some(), received.is_ok());
+        received
+    }
+
+    fn receive_u_inner(
+        &self,
+        encrypted_key: &str,
+        auth_tag: &str,
+        payload: Option<&str>,
+    ) -> Result<(), KeyError> {
         let key = self.decrypt_half(encrypted_key)?;
         let tag = hex::decode(auth_tag)
             .ok()
@@ -89,21 +101,54 @@ impl PayloadService {
                 "payloads are refused: mTLS is off and enable_insecure_payload is false".into(),
             ));
         }
-        let derived = self.lock().add_u(UHalf {
-            key,
-            auth_tag: tag,
-            payload,
-        });
-        self.on_derived(derived);
+        let (derived, rejected) = {
+            let mut halves = self.lock();
+            let derived = halves.add_u(UHalf {
+                key,
+                auth_tag: tag,
+                payload,
+            });
+            let rejected = Self::rejected(&halves, derived.is_some());
+            (derived, rejected)
+        };
+        self.on_derived(derived, rejected);
         Ok(())
     }
 
     /// `POST keys/vkey`.
     pub fn receive_v(&self, encrypted_key: &str) -> Result<(), KeyError> {
-        let key = self.decrypt_half(encrypted_key)?;
-        let derived = self.lock().add_v(key);
-        self.on_derived(derived);
+        let received = self.decrypt_half(encrypted_key).map(|key| {
+            let mut halves = self.lock();
+            let derived = halves.add_v(key);
+            let rejected = Self::rejected(&halves, derived.is_some());
+            (derived, rejected)
+        });
+        Self::note_half("v", false, received.is_ok());
+        let (derived, rejected) = received?;
+        self.on_derived(derived, rejected);
         Ok(())
+    }
+
+    /// Both halves are there, no K was derived before, and none came now:
+    /// no pair matches the tenant's auth_tag.
+    fn rejected(halves: &KeyHalves, derived: bool) -> bool {
+        let (us, vs) = halves.pending();
+        !derived && halves.key().is_none() && us > 0 && vs > 0
+    }
+
+    /// Metrics and audit for one key half of `kind` (`u` or `v`).
+    fn note_half(kind: &str, with_payload: bool, accepted: bool) {
+        let outcome = if accepted { "accepted" } else { "refused" };
+        crate::metrics::Metrics::count_outcome(&crate::metrics::get().key_halves, kind, outcome);
+        let event = if kind == "u" {
+            audit::Event::UReceived
+        } else {
+            audit::Event::VReceived
+        };
+        audit::record(
+            event,
+            serde_json::json!({ "accepted": accepted, "with_payload": with_payload }),
+        );
     }
 
     /// `GET keys/verify`: lower-case hex HMAC-SHA-384(K, challenge).
@@ -140,9 +185,22 @@ impl PayloadService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn on_derived(&self, derived: Option<halves::DerivedKey>) {
+    fn on_derived(&self, derived: Option<halves::DerivedKey>, rejected: bool) {
+        let metrics = crate::metrics::get();
+        if rejected {
+            crate::metrics::Metrics::count(&metrics.k_checks, "rejected");
+            audit::record(
+                audit::Event::KRejected,
+                serde_json::json!({ "reason": "no U and V pair matches the tenant's auth_tag" }),
+            );
+        }
         let Some(derived) = derived else { return };
         tracing::info!("bootstrap key K derived and verified against the tenant's auth_tag");
+        crate::metrics::Metrics::count(&metrics.k_checks, "verified");
+        audit::record(
+            audit::Event::KVerified,
+            serde_json::json!({ "with_payload": derived.payload.is_some() }),
+        );
         if !self.payloads_allowed {
             return;
         }

@@ -20,6 +20,19 @@ pub enum RunOutcome {
     NotStarted(String),
 }
 
+impl RunOutcome {
+    /// The exit status as a label: the code, `signal`, `timeout` or
+    /// `not_started`.
+    pub fn status_label(&self) -> String {
+        match self {
+            Self::Exited(Some(code)) => code.to_string(),
+            Self::Exited(None) => "signal".into(),
+            Self::TimedOut => "timeout".into(),
+            Self::NotStarted(_) => "not_started".into(),
+        }
+    }
+}
+
 /// Runs `program args…` in `cwd`, logging its output as `label: line`.
 pub async fn run(
     label: &str,

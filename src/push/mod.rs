@@ -17,7 +17,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::agent::{AgentCore, AgentError, FrontEnd};
+use crate::agent::{AgentCore, AgentError, FrontEnd, Observing};
 use crate::config::{Config, PushSettings};
 use crate::http_client::{ClientError, ServerTrust};
 use verifier::VerifierClient;
@@ -46,9 +46,17 @@ pub async fn run(
 ) -> Result<(), PushError> {
     let boot_time =
         crate::evidence::boot_time(Path::new("/proc/stat")).map_err(PushError::BootTime)?;
-    let core = AgentCore::prepare_for(&config, FrontEnd::Push).await?;
+    let observing = Observing::start(&config)?;
+    let core = match AgentCore::prepare_for(&config, FrontEnd::Push).await {
+        Ok(core) => core,
+        Err(e) => {
+            observing.stop().await;
+            return Err(e.into());
+        }
+    };
     let outcome = attest(&core, &config, &settings, boot_time, shutdown).await;
     crate::service::stopping();
+    observing.stop().await;
     core.tpm.shutdown().await;
     tracing::info!("agent {} stopped", core.agent_id);
     outcome

@@ -258,6 +258,9 @@ impl Worker {
         self.state = State::Attesting;
         self.failures = 0;
         self.restarts = 0;
+        let metrics = crate::metrics::get();
+        crate::metrics::Metrics::count_outcome(&metrics.quotes, "push", "served");
+        metrics.attested_now();
         crate::service::status(&format!(
             "attesting to the verifier {}: evidence accepted ({} cycles), next in {} s",
             self.setup.client.base(),
@@ -292,6 +295,7 @@ impl Worker {
             Failure::Failed(reason) => (reason, None),
         };
         self.failures += 1;
+        crate::metrics::Metrics::count_outcome(&crate::metrics::get().quotes, "push", "failed");
         let pause =
             pause.unwrap_or_else(|| self.setup.retry.delay(self.failures, retry::unit_random()));
         if self.state == State::Failing {

@@ -287,32 +287,37 @@ impl Tpm {
         &self,
         blob: CredentialBlob,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-        self.run(move |owner| owner.activate_credential(blob)).await
+        self.run("activate_credential", move |owner| {
+            owner.activate_credential(blob)
+        })
+        .await
     }
 
     /// Resets PCR 16, extends it with the request's digest, and quotes the
     /// requested PCRs with the AK, with PCR values read consistently.
     pub async fn quote(&self, request: QuoteRequest) -> Result<QuoteParts, TpmError> {
-        self.run(move |owner| owner.quote(request)).await
+        self.run("quote", move |owner| owner.quote(request)).await
     }
 
     /// TPM2_Certify of the AK by itself over `qualifying` data (the push
     /// verifier's session challenge): marshalled TPMS_ATTEST and
     /// TPMT_SIGNATURE.
     pub async fn certify_ak(&self, qualifying: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
-        self.run(move |owner| owner.certify_ak(qualifying)).await
+        self.run("certify", move |owner| owner.certify_ak(qualifying))
+            .await
     }
 
     /// Extends `pcr` in the AK's hash bank with `digest` (e.g. a payload
     /// measurement, or IMA-style evidence in tests).
     pub async fn extend_pcr(&self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {
-        self.run(move |owner| owner.extend_pcr(pcr, digest)).await
+        self.run("extend", move |owner| owner.extend_pcr(pcr, digest))
+            .await
     }
 
     /// The transient object handles the TPM holds right now (a diagnostic:
     /// it should list exactly the EK, if created, and the AK).
     pub async fn transient_handles(&self) -> Result<Vec<u32>, TpmError> {
-        self.run(Owner::transient_handles).await
+        self.run("get_capability", Owner::transient_handles).await
     }
 
     /// Flushes the EK and AK and stops the owner thread once every job
@@ -326,20 +331,28 @@ impl Tpm {
         }
     }
 
+    /// Runs `transaction` on the owner thread; its duration there is
+    /// recorded as a TPM transaction of `kind` (by this task, after the
+    /// reply: the owner records nothing).
     async fn run<T: Send + 'static>(
         &self,
+        kind: &'static str,
         transaction: impl FnOnce(&mut Owner) -> Result<T, TpmError> + Send + 'static,
     ) -> Result<T, TpmError> {
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move |owner: &mut Owner| {
+            let began = std::time::Instant::now();
             let result = transaction(owner);
+            let took = began.elapsed();
             if let Err(e) = &result {
                 owner.after_failure(e);
             }
-            let _ = reply.send(result);
+            let _ = reply.send((result, took));
         });
         self.jobs.send(job).await.map_err(|_| TpmError::Stopped)?;
-        result.await.map_err(|_| TpmError::Stopped)?
+        let (result, took) = result.await.map_err(|_| TpmError::Stopped)?;
+        crate::metrics::get().tpm_transaction(kind, took);
+        result
     }
 }
 

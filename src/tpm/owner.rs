@@ -137,6 +137,13 @@ impl Owner {
                         );
                     }
                     tracing::info!("TPM reconnected: EK and AK loaded again");
+                    // An atomic increment and a channel send: nothing the
+                    // owner could wait on.
+                    crate::metrics::get().tpm_reconnects.inc();
+                    crate::audit::record(
+                        crate::audit::Event::TpmReconnected,
+                        serde_json::json!({ "after": why }),
+                    );
                     self.live = Some(live);
                     self.lost = None;
                 }

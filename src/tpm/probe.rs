@@ -32,6 +32,8 @@ pub struct TpmProbe {
     pub ek_cert_pem: Option<String>,
     /// The NV index looked at.
     pub ek_cert_index: u32,
+    /// The EK's public key as PEM (what `uuid = "hash_ek"` hashes).
+    pub ek_public_pem: String,
     /// The persisted AK.
     pub ak: StoredAkState,
 }
@@ -108,12 +110,17 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
             .map_err(TpmError::tss("setting the endorsement authorization"))?;
     }
     let (ek, origin) = keys::load_ek(&mut ctx, config)?;
-    let ak = ctx
+    let looked = ctx
         .read_public(ek)
         .map_err(TpmError::tss("reading the EK"))
-        .and_then(|(ek_public, _, _)| public::tpm2b_public(&ek_public))
-        .and_then(|ek_tpm| keys::probe_stored_ak(&mut ctx, ek, &ek_tpm, config));
+        .and_then(|(ek_public, _, _)| {
+            let pem = public::public_key_pem(&ek_public)?;
+            let ek_tpm = public::tpm2b_public(&ek_public)?;
+            let ak = keys::probe_stored_ak(&mut ctx, ek, &ek_tpm, config)?;
+            Ok((pem, ak))
+        });
     release_ek(&mut ctx, ek, origin);
+    let (ek_public_pem, ak) = looked?;
     Ok(TpmProbe {
         manufacturer,
         vendor,
@@ -122,6 +129,7 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         resource_manager: has_resource_manager(&config.tcti),
         ek_cert_pem,
         ek_cert_index,
-        ak: ak?,
+        ek_public_pem,
+        ak,
     })
 }
