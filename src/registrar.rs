@@ -232,6 +232,9 @@ impl RegistrarClient {
         self.send("activation", &url, &reg.agent_id, request)
             .await?;
         tracing::info!(
+            agent_id = %reg.agent_id,
+            api_version = %version,
+            registrar = %self.base,
             "agent {} registered and activated (registrar API {version}) at {}",
             reg.agent_id,
             self.base
