@@ -50,6 +50,7 @@ fn main() {
     );
     let (ca, client) = make_ca_and_client(dir.path(), "bench");
     let port = free_port();
+    let metrics_port = free_port();
     let file = write_config(
         dir.path(),
         &[
@@ -59,6 +60,7 @@ fn main() {
             format!("registrar_port = {}", free_port()),
             format!("trusted_client_ca = {:?}", ca.display().to_string()),
             format!("ima_ml_path = {:?}", ima.display().to_string()),
+            format!("metrics_address = \"127.0.0.1:{metrics_port}\""),
         ],
     );
     let mut agent = Agent::spawn(
@@ -81,6 +83,28 @@ fn main() {
             .map(|_| timed(|| client.fresh(&steady)))
             .collect(),
     );
+    // The same, while a Prometheus scraper asks for /metrics 10 times a second.
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = {
+        let scraping = scraping.clone();
+        std::thread::spawn(move || {
+            let mut took = Vec::new();
+            while scraping.load(std::sync::atomic::Ordering::Relaxed) {
+                took.push(timed(|| scrape(metrics_port)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            took
+        })
+    };
+    let fresh_scraped = stats(
+        (0..SAMPLES)
+            .map(|_| timed(|| client.fresh(&steady)))
+            .collect(),
+    );
+    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().expect("scraper");
+    let scrape_count = scrapes.len();
+    let scrape = stats(scrapes);
     let mut conn = client.connect();
     let kept = stats(
         (0..SAMPLES)
@@ -120,6 +144,14 @@ fn main() {
         &tpm_quote,
     );
     row("agent: integrity quote, fresh mTLS connection each", &fresh);
+    row(
+        "agent: the same, /metrics scraped 10 times a second",
+        &fresh_scraped,
+    );
+    row(
+        &format!("  one /metrics scrape ({scrape_count} during that row)"),
+        &scrape,
+    );
     row("agent: integrity quote, kept-open connection", &kept);
     row(
         "agent: 10 IMA entries from offset 99,990 (fresh conn)",
@@ -159,6 +191,18 @@ fn main() {
         "RSS after serving the 100,000-entry log 3 times",
         rss_after_log as f64 / 1024.0
     );
+}
+
+/// One plain-HTTP `GET /metrics`; the bytes received.
+fn scrape(port: u16) -> usize {
+    use std::io::{Read, Write};
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut body = Vec::new();
+    conn.read_to_end(&mut body).expect("read");
+    assert!(body.starts_with(b"HTTP/1.1 200"), "metrics answered");
+    body.len()
 }
 
 /// A minimal HTTP/1.1-over-mTLS client, so the figures measure the agent,

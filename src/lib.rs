@@ -20,8 +20,10 @@
 //! API v3.0). Both ask [`attestation`] for evidence; [`cli`] is what the two
 //! binaries share around the agent (logging, config, shutdown signal, the
 //! `check` subcommand, which is [`check`]: a read-only preflight over
-//! [`tpm::probe`]). [`service`] tells systemd when the agent is ready and
-//! keeps its watchdog alive from the TPM owner's queue.
+//! [`tpm::probe`]; and `info`, which is [`info`]). [`service`] tells
+//! systemd when the agent is ready and keeps its watchdog alive from the
+//! TPM owner's queue. [`metrics`] counts what happens (served on
+//! `metrics_address`) and [`audit`] records the security-relevant events.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob

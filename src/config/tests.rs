@@ -119,6 +119,10 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
         ("contact_ip", "bad host!", "host name"),
         ("registrar_tls_enabled", "yes please", "true"),
         ("registrar_api_versions", "2.7", "2.6"),
+        ("metrics_address", "localhost", "IP:PORT"),
+        ("metrics_address", "127.0.0.1:0", "IP:PORT"),
+        ("log_format", "yaml", "json"),
+        ("max_connections", "0", "1 to 65536"),
     ];
     for (key, value, accepted) in cases {
         let dir = Dir::new();
