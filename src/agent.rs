@@ -182,8 +182,37 @@ impl AgentCore {
                 source,
             }
         })?;
+        // The NK (an RSA 2048 key, generated on the first start) does not
+        // depend on the TPM: it is made while the TPM creates the EK and AK.
+        let nk = {
+            let (path, password) = (
+                config.payload_key.clone(),
+                config.payload_key_password.clone(),
+            );
+            tokio::task::spawn_blocking(move || PayloadKey::load_or_create(&path, &password))
+        };
         crate::service::status("opening the TPM");
-        let tpm = Tpm::start(tpm_config(config)).await?;
+        let tpm = match Tpm::start(tpm_config(config)).await {
+            Ok(tpm) => tpm,
+            Err(e) => {
+                let _ = nk.await;
+                return Err(e.into());
+            }
+        };
+        let payload_key = match nk.await {
+            Ok(Ok(key)) => key,
+            Ok(Err(e)) => {
+                tpm.shutdown().await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                tpm.shutdown().await;
+                return Err(AgentError::Identity(IdentityError::Crypto {
+                    what: format!("generating the NK (the task failed: {e})"),
+                    source: openssl::error::ErrorStack::get(),
+                }));
+            }
+        };
         if let Some(interval) = crate::service::watchdog_interval() {
             tpm.keep_alive_from_owner(interval, crate::service::watchdog_ping);
         }
@@ -197,7 +226,7 @@ impl AgentCore {
                 });
             }
         }
-        match Self::with_tpm(config, tpm.clone(), front) {
+        match Self::with_tpm(config, tpm.clone(), payload_key, front) {
             Ok(core) => Ok(core),
             Err(e) => {
                 tpm.shutdown().await;
@@ -206,12 +235,15 @@ impl AgentCore {
         }
     }
 
-    fn with_tpm(config: &Config, tpm: Tpm, front: FrontEnd) -> Result<Self, AgentError> {
+    fn with_tpm(
+        config: &Config,
+        tpm: Tpm,
+        payload_key: PayloadKey,
+        front: FrontEnd,
+    ) -> Result<Self, AgentError> {
         let agent_id = config
             .agent_id
             .resolve(&config.keylime_dir, &tpm.keys().ek_public_pem)?;
-        let payload_key =
-            PayloadKey::load_or_create(&config.payload_key, &config.payload_key_password)?;
         let mtls = if front == FrontEnd::Push {
             None
         } else if config.enable_agent_mtls {

@@ -105,6 +105,19 @@ fn write_all(mut file: File, path: &Path, records: &Receiver<String>) {
 /// Records `event` with `fields` (a JSON object): one INFO line, and one
 /// line in the audit file when `audit_log` is set.
 pub fn record(event: Event, fields: Value) {
+    let line = write(event, fields);
+    tracing::info!(event = event.name(), "audit {line}");
+}
+
+/// As [`record`], for an event an operator must look at: one WARN line
+/// that says `warning` and carries the record.
+pub fn record_warning(event: Event, fields: Value, warning: &str) {
+    let line = write(event, fields);
+    tracing::warn!(event = event.name(), "{warning} (audit {line})");
+}
+
+/// The record as one JSON line, appended to the audit file if there is one.
+fn write(event: Event, fields: Value) -> String {
     let mut record = Map::new();
     record.insert(
         "timestamp".into(),
@@ -115,10 +128,10 @@ pub fn record(event: Event, fields: Value) {
         record.extend(fields);
     }
     let line = Value::Object(record).to_string();
-    tracing::info!(event = event.name(), "audit {line}");
     if let Some(sink) = FILE_SINK.get() {
         if let Ok(sink) = sink.lock() {
             let _ = sink.send(format!("{line}\n"));
         }
     }
+    line
 }

@@ -85,26 +85,33 @@ impl Revocation {
             Verdict::Verified(actions) => ("verified", actions.clone()),
         };
         crate::metrics::Metrics::count(&crate::metrics::get().revocations, name);
-        crate::audit::record(
-            crate::audit::Event::RevocationReceived,
-            serde_json::json!({
-                "verdict": name,
-                "type": event["type"],
-                "revoked_agent": event["agent_id"],
-                "event_id": event["event_id"],
-                "actions": actions,
-            }),
-        );
+        let fields = serde_json::json!({
+            "verdict": name,
+            "type": event["type"],
+            "revoked_agent": event["agent_id"],
+            "event_id": event["event_id"],
+            "actions": actions,
+        });
+        let refused = |why: String| {
+            crate::audit::record_warning(
+                crate::audit::Event::RevocationReceived,
+                fields.clone(),
+                &why,
+            );
+        };
         match &verdict {
-            Verdict::Unsigned => tracing::warn!("{summary} is not signed; no action taken"),
-            Verdict::NoCertificate => tracing::warn!(
+            Verdict::Unsigned => refused(format!("{summary} is not signed; no action taken")),
+            Verdict::NoCertificate => refused(format!(
                 "{summary}: no revocation certificate at {}; no action taken",
                 self.cert_path().display()
-            ),
+            )),
             Verdict::BadSignature => {
-                tracing::warn!("{summary} has an invalid signature; no action taken")
+                refused(format!(
+                    "{summary} has an invalid signature; no action taken"
+                ));
             }
             Verdict::Verified(actions) => {
+                crate::audit::record(crate::audit::Event::RevocationReceived, fields.clone());
                 tracing::info!("{summary} verified; running {} action(s)", actions.len());
                 let this = self.clone();
                 let (actions, msg) = (actions.clone(), msg.to_string());

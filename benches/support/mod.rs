@@ -73,3 +73,56 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Resident memory of `pid` by what holds it, from /proc/PID/smaps, in
+/// KiB: the agent binary, OpenSSL, the TSS libraries, other libraries, the
+/// main heap, thread stacks and other anonymous memory (allocator arenas).
+pub fn rss_breakdown(pid: u32) -> Vec<(String, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut totals: Vec<(String, u64)> = Vec::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            current = match path {
+                "" => "anonymous (arenas, thread stacks)".into(),
+                "[heap]" => "main heap".into(),
+                "[stack]" => "main stack".into(),
+                p if p.contains("keylime_agent") => "agent binary".into(),
+                p if p.contains("libcrypto") || p.contains("libssl") => "OpenSSL".into(),
+                p if p.contains("libtss2") => "tpm2-tss".into(),
+                p if p.contains(".so") => "other libraries".into(),
+                p => p.to_string(),
+            };
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            match totals.iter_mut().find(|(name, _)| *name == current) {
+                Some((_, total)) => *total += kib,
+                None => totals.push((current.clone(), kib)),
+            }
+        }
+    }
+    totals.retain(|(_, kib)| *kib > 0);
+    totals.sort_by_key(|t| std::cmp::Reverse(t.1));
+    totals
+}
+
+/// Threads of `pid`, by name.
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

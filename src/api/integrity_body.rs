@@ -8,11 +8,13 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncReadExt;
 
-use crate::evidence::ImaSlice;
+use crate::evidence::{escape_json_into, ImaSlice};
 
 /// IMA slices up to this size are sent in one piece (one sized body, few
-/// TLS records); larger ones are streamed in chunks of this size.
+/// TLS records); larger ones are streamed.
 const INLINE_LIMIT: u64 = 256 * 1024;
+/// Raw bytes per streamed chunk.
+const STREAM_CHUNK: usize = 1024 * 1024;
 
 /// Builds the 200 response: `results` plus, when present, the IMA list.
 pub async fn respond(
@@ -39,18 +41,28 @@ pub async fn respond(
     let head = format!(
         r#"{{"code":200,"status":"Success","results":{fields}{separator}"ima_measurement_list":""#
     );
-    let reader = ima.open().await?;
-    let body = stream::unfold(Some(reader), |state| async move {
-        let mut reader = state?;
-        let mut raw = vec![0u8; INLINE_LIMIT as usize];
-        match reader.read(&mut raw).await {
-            Ok(0) => None,
-            Ok(n) => {
-                let mut escaped = Vec::with_capacity(n + n / 8);
-                escape_json_into(&mut escaped, &raw[..n]);
-                Some((Ok(Bytes::from(escaped)), Some(reader)))
-            }
-            Err(e) => Some((Err(e), None)),
+    let reader = {
+        let ima = ima.clone();
+        tokio::task::spawn_blocking(move || ima.open_blocking())
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    // Each chunk is read and escaped in one blocking step: one thread hop
+    // per megabyte, and the raw buffer is reused.
+    let body = stream::unfold(Some((reader, Vec::new())), |state| async move {
+        let (mut reader, mut raw) = state?;
+        let step = tokio::task::spawn_blocking(move || {
+            let n = reader.read_chunk(&mut raw, STREAM_CHUNK)?;
+            let mut escaped = Vec::new();
+            escape_json_into(&mut escaped, &raw[..n]);
+            Ok::<_, std::io::Error>((n, Bytes::from(escaped), reader, raw))
+        })
+        .await
+        .map_err(std::io::Error::other);
+        match step {
+            Ok(Ok((0, ..))) => None,
+            Ok(Ok((_, bytes, reader, raw))) => Some((Ok(bytes), Some((reader, raw)))),
+            Ok(Err(e)) | Err(e) => Some((Err(e), None)),
         }
     });
     let stream = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) })
@@ -59,35 +71,4 @@ pub async fn respond(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(stream))
-}
-
-/// JSON string escaping, byte by byte. Bytes ≥ 0x80 pass through, so UTF-8
-/// text stays UTF-8 even when a chunk boundary splits a character.
-pub fn escape_json_into(out: &mut Vec<u8>, input: &[u8]) {
-    for &b in input {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
-            _ => out.push(b),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escaped_text_round_trips_through_a_json_parser() {
-        let input = "10 abc ima-ng sha256:00 /a \"quoted\" back\\slash\ttab\u{1}ctl é\n";
-        let mut out = b"\"".to_vec();
-        escape_json_into(&mut out, input.as_bytes());
-        out.push(b'"');
-        let parsed: String = serde_json::from_slice(&out).expect("valid JSON string");
-        assert_eq!(parsed, input);
-    }
 }

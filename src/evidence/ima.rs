@@ -164,12 +164,59 @@ impl ImaSlice {
         Ok(file.take(self.len))
     }
 
+    /// Opens the slice for positional reads on a blocking thread (no
+    /// async hop per read): see [`SliceReader::read_chunk`].
+    pub fn open_blocking(&self) -> io::Result<SliceReader> {
+        Ok(SliceReader {
+            file: File::open(&self.path)?,
+            next: self.offset,
+            end: self.offset + self.len,
+        })
+    }
+
     /// The slice as text, for a body that carries it as one JSON string
     /// (push-model evidence).
     pub async fn read_text(&self) -> io::Result<String> {
         let mut text = String::with_capacity(usize::try_from(self.len).unwrap_or(0));
         self.open().await?.read_to_string(&mut text).await?;
         Ok(text)
+    }
+}
+
+/// The bytes of one [`ImaSlice`], read with `pread` (the file offset is
+/// never moved, so nothing else shares or races it).
+#[derive(Debug)]
+pub struct SliceReader {
+    file: File,
+    next: u64,
+    end: u64,
+}
+
+impl SliceReader {
+    /// Reads the next up to `max` bytes of the slice into `buf` (replacing
+    /// its contents); 0 at the end of the slice (or of a file truncated
+    /// meanwhile).
+    pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = usize::try_from(self.end.saturating_sub(self.next))
+            .unwrap_or(usize::MAX)
+            .min(max);
+        buf.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match self
+                .file
+                .read_at(&mut buf[filled..], self.next + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        self.next += filled as u64;
+        Ok(filled)
     }
 }
 

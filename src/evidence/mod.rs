@@ -3,9 +3,11 @@
 //! event log (read once, cached), and the boot time.
 
 mod boot;
+mod escape;
 mod ima;
 mod uefi;
 
 pub use boot::boot_time;
-pub use ima::{ImaLog, ImaSlice};
+pub use escape::escape_json_into;
+pub use ima::{ImaLog, ImaSlice, SliceReader};
 pub use uefi::UefiLog;

@@ -140,15 +140,18 @@ impl PayloadService {
     fn note_half(kind: &str, with_payload: bool, accepted: bool) {
         let outcome = if accepted { "accepted" } else { "refused" };
         crate::metrics::Metrics::count_outcome(&crate::metrics::get().key_halves, kind, outcome);
+        // A half that does not decrypt is a refused request: counted (here
+        // and in the per-minute 4xx summary), not an audit record, so a
+        // flood of garbage cannot flood the trail.
+        if !accepted {
+            return;
+        }
         let event = if kind == "u" {
             audit::Event::UReceived
         } else {
             audit::Event::VReceived
         };
-        audit::record(
-            event,
-            serde_json::json!({ "accepted": accepted, "with_payload": with_payload }),
-        );
+        audit::record(event, serde_json::json!({ "with_payload": with_payload }));
     }
 
     /// `GET keys/verify`: lower-case hex HMAC-SHA-384(K, challenge).
