@@ -191,12 +191,35 @@ impl AgentCore {
             );
             tokio::task::spawn_blocking(move || PayloadKey::load_or_create(&path, &password))
         };
+        // So is the registrar's HTTP client: building it loads OpenSSL's
+        // default CA paths (tens of milliseconds), also done meanwhile.
+        let registrar = {
+            let (endpoint, retry) = (registrar_endpoint(config), config.registrar_retry.clone());
+            tokio::task::spawn_blocking(move || RegistrarClient::new(&endpoint, retry))
+        };
         crate::service::status("opening the TPM");
         let tpm = match Tpm::start(tpm_config(config)).await {
             Ok(tpm) => tpm,
             Err(e) => {
                 let _ = nk.await;
+                let _ = registrar.await;
                 return Err(e.into());
+            }
+        };
+        let registrar = match registrar.await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                let _ = nk.await;
+                tpm.shutdown().await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                let _ = nk.await;
+                tpm.shutdown().await;
+                return Err(AgentError::Registrar(RegistrarError::Protocol {
+                    op: "set-up",
+                    reason: format!("building the registrar client failed: {e}"),
+                }));
             }
         };
         let payload_key = match nk.await {
@@ -226,7 +249,7 @@ impl AgentCore {
                 });
             }
         }
-        match Self::with_tpm(config, tpm.clone(), payload_key, front) {
+        match Self::with_tpm(config, tpm.clone(), payload_key, registrar, front) {
             Ok(core) => Ok(core),
             Err(e) => {
                 tpm.shutdown().await;
@@ -239,6 +262,7 @@ impl AgentCore {
         config: &Config,
         tpm: Tpm,
         payload_key: PayloadKey,
+        registrar: RegistrarClient,
         front: FrontEnd,
     ) -> Result<Self, AgentError> {
         let agent_id = config
@@ -268,8 +292,6 @@ impl AgentCore {
             contact_ip: config.contact_ip.clone(),
             contact_port: config.contact_port,
         };
-        let registrar =
-            RegistrarClient::new(&registrar_endpoint(config), config.registrar_retry.clone())?;
         let attestation = Attestation::new(
             tpm.clone(),
             payload_key.public_pem(),

@@ -14,7 +14,7 @@ use crate::evidence::{escape_json_into, ImaSlice};
 /// TLS records); larger ones are streamed.
 const INLINE_LIMIT: u64 = 256 * 1024;
 /// Raw bytes per streamed chunk.
-const STREAM_CHUNK: usize = 1024 * 1024;
+const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Builds the 200 response: `results` plus, when present, the IMA list.
 pub async fn respond(
@@ -48,7 +48,7 @@ pub async fn respond(
             .map_err(std::io::Error::other)??
     };
     // Each chunk is read and escaped in one blocking step: one thread hop
-    // per megabyte, and the raw buffer is reused.
+    // per 256 KiB, and the raw buffer is reused.
     let body = stream::unfold(Some((reader, Vec::new())), |state| async move {
         let (mut reader, mut raw) = state?;
         let step = tokio::task::spawn_blocking(move || {
