@@ -14,7 +14,48 @@ use crate::evidence::{escape_json_into, ImaSlice};
 /// TLS records); larger ones are streamed.
 const INLINE_LIMIT: u64 = 256 * 1024;
 /// Raw bytes per streamed chunk.
-const STREAM_CHUNK: usize = 256 * 1024;
+const STREAM_CHUNK: usize = 512 * 1024;
+/// Escaped-chunk buffers kept for reuse, and the largest one kept: the
+/// allocator then never sees a megabyte freed on one thread and asked for
+/// on another, which made its per-thread arenas grow with every full log.
+const POOLED_BUFFERS: usize = 3;
+const POOLED_CAPACITY: usize = 2 * STREAM_CHUNK;
+
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// An escaped chunk on its way out; its buffer returns to the pool when
+/// the response has written it.
+struct Pooled(Vec<u8>);
+
+impl Pooled {
+    fn take() -> Vec<u8> {
+        POOL.lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
+    }
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buffer = std::mem::take(&mut self.0);
+        if buffer.capacity() > POOLED_CAPACITY {
+            return;
+        }
+        buffer.clear();
+        if let Ok(mut pool) = POOL.lock() {
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buffer);
+            }
+        }
+    }
+}
 
 /// Builds the 200 response: `results` plus, when present, the IMA list.
 pub async fn respond(
@@ -48,14 +89,15 @@ pub async fn respond(
             .map_err(std::io::Error::other)??
     };
     // Each chunk is read and escaped in one blocking step: one thread hop
-    // per 256 KiB, and the raw buffer is reused.
+    // per 512 KiB; the raw buffer is reused, the escaped ones come from the
+    // pool.
     let body = stream::unfold(Some((reader, Vec::new())), |state| async move {
         let (mut reader, mut raw) = state?;
         let step = tokio::task::spawn_blocking(move || {
             let n = reader.read_chunk(&mut raw, STREAM_CHUNK)?;
-            let mut escaped = Vec::new();
+            let mut escaped = Pooled::take();
             escape_json_into(&mut escaped, &raw[..n]);
-            Ok::<_, std::io::Error>((n, Bytes::from(escaped), reader, raw))
+            Ok::<_, std::io::Error>((n, Bytes::from_owner(Pooled(escaped)), reader, raw))
         })
         .await
         .map_err(std::io::Error::other);
