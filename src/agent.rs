@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
 use crate::http_client::ServerTrust;
 use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
+use crate::observing::Observing;
 use crate::payload::{secure_dir, PayloadService};
 use crate::peer_compat;
 use crate::privileges::{self, PrivilegeError};
@@ -72,6 +73,14 @@ pub enum AgentError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A set-up task running beside the TPM's did not finish.
+    #[error("{what}: the task failed: {reason}")]
+    SetUpTask {
+        /// What it was doing.
+        what: &'static str,
+        /// Why it stopped.
+        reason: String,
     },
     /// The API server could not bind or run.
     #[error("API server on {addr}: {source}")]
@@ -198,42 +207,15 @@ impl AgentCore {
             tokio::task::spawn_blocking(move || RegistrarClient::new(&endpoint, retry))
         };
         crate::service::status("opening the TPM");
-        let tpm = match Tpm::start(tpm_config(config)).await {
-            Ok(tpm) => tpm,
-            Err(e) => {
-                let _ = nk.await;
-                let _ = registrar.await;
-                return Err(e.into());
-            }
-        };
-        let registrar = match registrar.await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                let _ = nk.await;
+        let tpm = Tpm::start(tpm_config(config)).await;
+        let payload_key = joined(nk, "generating the NK").await;
+        let registrar = joined(registrar, "building the registrar client").await;
+        let tpm = tpm?;
+        let (payload_key, registrar) = match (payload_key, registrar) {
+            (Ok(key), Ok(client)) => (key, client),
+            (Err(e), _) | (_, Err(e)) => {
                 tpm.shutdown().await;
-                return Err(e.into());
-            }
-            Err(e) => {
-                let _ = nk.await;
-                tpm.shutdown().await;
-                return Err(AgentError::Registrar(RegistrarError::Protocol {
-                    op: "set-up",
-                    reason: format!("building the registrar client failed: {e}"),
-                }));
-            }
-        };
-        let payload_key = match nk.await {
-            Ok(Ok(key)) => key,
-            Ok(Err(e)) => {
-                tpm.shutdown().await;
-                return Err(e.into());
-            }
-            Err(e) => {
-                tpm.shutdown().await;
-                return Err(AgentError::Identity(IdentityError::Crypto {
-                    what: format!("generating the NK (the task failed: {e})"),
-                    source: openssl::error::ErrorStack::get(),
-                }));
+                return Err(e);
             }
         };
         if let Some(interval) = crate::service::watchdog_interval() {
@@ -479,77 +461,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     outcome
 }
 
-/// The metrics server, while it runs.
-pub struct Observing {
-    metrics: Option<(ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
-}
-
-impl Observing {
-    /// Opens the audit file and records the loaded config, and starts the
-    /// metrics server, as `config` asks (both front ends call this first).
-    pub fn start(config: &Config) -> Result<Self, AgentError> {
-        let observe = &config.observe;
-        if let Some(path) = &observe.audit_log {
-            crate::audit::open(path).map_err(|source| AgentError::Audit {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
-        crate::audit::record(crate::audit::Event::ConfigLoaded, config_summary(config));
-        let metrics = match observe.metrics_address {
-            Some(addr) => {
-                let server = crate::metrics::serve(addr).map_err(|source| AgentError::Server {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-                tracing::info!("serving metrics on http://{addr}/metrics");
-                let handle = server.handle();
-                Some((handle, tokio::spawn(server)))
-            }
-            None => None,
-        };
-        Ok(Self { metrics })
+/// The outcome of a blocking set-up task.
+async fn joined<T, E: Into<AgentError>>(
+    task: tokio::task::JoinHandle<Result<T, E>>,
+    what: &'static str,
+) -> Result<T, AgentError> {
+    match task.await {
+        Ok(outcome) => outcome.map_err(Into::into),
+        Err(e) => Err(AgentError::SetUpTask {
+            what,
+            reason: e.to_string(),
+        }),
     }
-
-    /// Stops the metrics server.
-    pub async fn stop(self) {
-        if let Some((handle, task)) = self.metrics {
-            handle.stop(false).await;
-            let _ = task.await;
-        }
-    }
-}
-
-/// What the audit trail records of the config: the settings that decide
-/// who is trusted and what runs; for secrets only whether they are set.
-fn config_summary(config: &Config) -> serde_json::Value {
-    let set = |secret: bool| if secret { "set (redacted)" } else { "unset" };
-    serde_json::json!({
-        "uuid": format!("{:?}", config.agent_id),
-        "listen": format!("{}:{}", config.ip, config.port),
-        "contact": format!("{}:{}", config.contact_ip, config.contact_port),
-        "registrar": format!("{}:{}", config.registrar_ip, config.registrar_port),
-        "registrar_tls": config.registrar_tls.is_some(),
-        "enable_agent_mtls": config.enable_agent_mtls,
-        "trusted_client_ca": config.trusted_client_ca,
-        "api_versions": config.api_versions.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "tpm": {
-            "tcti": config.tcti,
-            "hash_alg": config.tpm_hash_alg.as_str(),
-            "encryption_alg": format!("{:?}", config.tpm_encryption_alg),
-            "signing_alg": config.tpm_signing_alg.as_str(),
-        },
-        "run_as": config.run_as.as_ref().map(|r| r.user.clone()),
-        "payload_script": config.payload.payload_script,
-        "enable_insecure_payload": config.payload.enable_insecure_payload,
-        "revocation_actions": config.revocation.actions,
-        "metrics_address": config.observe.metrics_address.map(|a| a.to_string()),
-        "secrets": {
-            "tpm_ownerpassword": set(!config.tpm_ownerpassword.is_empty()),
-            "server_key_password": set(!config.server_key_password.is_empty()),
-            "payload_key_password": set(!config.payload_key_password.is_empty()),
-        },
-    })
 }
 
 /// The TPM settings from the config.

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
@@ -72,7 +72,7 @@ impl Event {
 }
 
 /// Where records go besides the log.
-static FILE_SINK: OnceLock<Mutex<Sender<String>>> = OnceLock::new();
+static FILE_SINK: OnceLock<Sender<String>> = OnceLock::new();
 
 /// Opens `path` for appending (created 0600) and starts the writer thread.
 /// Called once at start; later calls keep the first file.
@@ -87,7 +87,7 @@ pub fn open(path: &Path) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("audit-writer".into())
         .spawn(move || write_all(file, &path, &records))?;
-    let _ = FILE_SINK.set(Mutex::new(sender));
+    let _ = FILE_SINK.set(sender);
     Ok(())
 }
 
@@ -129,9 +129,7 @@ fn write(event: Event, fields: Value) -> String {
     }
     let line = Value::Object(record).to_string();
     if let Some(sink) = FILE_SINK.get() {
-        if let Ok(sink) = sink.lock() {
-            let _ = sink.send(format!("{line}\n"));
-        }
+        let _ = sink.send(format!("{line}\n"));
     }
     line
 }

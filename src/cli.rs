@@ -59,10 +59,7 @@ impl Args {
 pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCode {
     // The TSS libraries print their own errors to stderr; the report names
     // each problem itself.
-    if std::env::var_os("TSS2_LOG").is_none() {
-        // No other thread runs yet.
-        std::env::set_var("TSS2_LOG", "all+none");
-    }
+    quiet_tss_logs();
     let sources = ConfigSources::from_process(explicit);
     let files: Vec<String> = sources
         .as_ref()
@@ -99,10 +96,7 @@ pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitC
 /// `info [--json]`: prints what `info::collect` finds; exit status 2 when
 /// the config does not load.
 pub fn info(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCode {
-    if std::env::var_os("TSS2_LOG").is_none() {
-        // No other thread runs yet.
-        std::env::set_var("TSS2_LOG", "all+none");
-    }
+    quiet_tss_logs();
     let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -196,10 +190,7 @@ fn init_logging(format: LogFormat) {
             // Every line must be JSON: the TSS libraries' own stderr
             // messages are off (the agent's errors carry their codes), and
             // a panic is logged as a record.
-            if std::env::var_os("TSS2_LOG").is_none() {
-                // No other thread runs yet.
-                std::env::set_var("TSS2_LOG", "all+none");
-            }
+            quiet_tss_logs();
             builder
                 .json()
                 .flatten_event(true)
@@ -220,6 +211,14 @@ fn init_logging(format: LogFormat) {
                 tracing::error!(location, "panic: {payload}");
             }));
         }
+    }
+}
+
+/// Turns the TSS libraries' own stderr logging off unless `TSS2_LOG`
+/// asks for it. Called before any other thread runs.
+fn quiet_tss_logs() {
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openssl::x509::X509;
@@ -90,20 +89,11 @@ fn flatten(out: &mut String, prefix: &str, value: &Value) {
 }
 
 fn probe_tpm(config: &Config) -> Result<TpmProbe, String> {
-    let probe_config = tpm_config(config);
-    let (sender, answer) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("info-tpm".into())
-        .spawn(move || {
-            let _ = sender.send(tpm::probe(&probe_config));
-        })
-        .map_err(|e| e.to_string())?;
-    match answer.recv_timeout(TPM_WITHIN) {
-        Ok(Ok(probe)) => Ok(probe),
-        Ok(Err(ProbeError::NotStarted)) => Err("the TPM was reset and not started".into()),
-        Ok(Err(ProbeError::Tpm(e))) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", TPM_WITHIN.as_secs())),
-    }
+    tpm::probe_within(tpm_config(config), TPM_WITHIN).map_err(|e| match e {
+        ProbeError::NotStarted => "the TPM was reset and not started".into(),
+        ProbeError::Tpm(e) => e.to_string(),
+        ProbeError::NoAnswer(within) => format!("no answer within {} s", within.as_secs()),
+    })
 }
 
 /// The id and how it is derived; a generated id is read, never made.

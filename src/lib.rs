@@ -23,7 +23,8 @@
 //! [`tpm::probe`]; and `info`, which is [`info`]). [`service`] tells
 //! systemd when the agent is ready and keeps its watchdog alive from the
 //! TPM owner's queue. [`metrics`] counts what happens (served on
-//! `metrics_address`) and [`audit`] records the security-relevant events.
+//! `metrics_address`) and [`audit`] records the security-relevant events;
+//! [`observing`] starts both for either front end.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob
@@ -51,6 +52,7 @@ pub mod http_client;
 pub mod identity;
 pub mod info;
 pub mod metrics;
+pub mod observing;
 pub mod payload;
 pub mod peer_compat;
 pub mod privileges;

@@ -144,6 +144,23 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         ok && text.trim().is_empty(),
         "systemd-analyze verify: {text}"
     );
+    // The exposure score the README states, for both services.
+    for unit in &UNITS[..2] {
+        let (_, text) = run("systemd-analyze", &["security", "--offline=true", unit]);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| {
+                let (_, rest) = l.split_once("Overall exposure level for ")?;
+                rest.split_once(": ")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no exposure level for {unit}: {text}"));
+        assert!(score <= 2.0, "{unit}: exposure {score}");
+    }
 
     // The installed binary with the installed config (plus the test's
     // registrar, CA and TPM): check, then register.

@@ -9,6 +9,7 @@
 //! reads the process environment.
 
 mod keys;
+mod observe;
 mod push;
 mod raw;
 mod values;
@@ -27,6 +28,7 @@ use crate::algorithms::{
 use crate::api_version::ApiVersion;
 use crate::identity::AgentIdSource;
 use crate::retry::RetryPolicy;
+pub use observe::ObserveConfig;
 pub use push::{PushConfig, PushSettings};
 use raw::RawAgentSection;
 pub use values::InvalidValue;
@@ -196,17 +198,6 @@ pub struct Config {
     pub observe: ObserveConfig,
     /// What one client may cost the API server.
     pub api_limits: ApiLimits,
-}
-
-/// What the agent tells its operators.
-#[derive(Debug, Clone, Default)]
-pub struct ObserveConfig {
-    /// Where `GET /metrics` is served (`metrics_address`); off when `None`.
-    pub metrics_address: Option<std::net::SocketAddr>,
-    /// How log lines are written (`log_format`).
-    pub log_format: LogFormat,
-    /// The audit file (`audit_log`); the log only when `None`.
-    pub audit_log: Option<PathBuf>,
 }
 
 /// Bounds on what clients of the API may hold: time, connections, memory.
@@ -448,14 +439,7 @@ impl Config {
                 max_connections: raw.parse("max_connections", "512", values::connection_count)?,
                 max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
             },
-            observe: ObserveConfig {
-                metrics_address: raw.parse("metrics_address", "", values::listen_address)?,
-                log_format: raw.parse("log_format", "text", values::log_format)?,
-                audit_log: match raw.get("audit_log").map(str::trim) {
-                    None | Some("") => None,
-                    Some(p) => Some(dir.join(p)),
-                },
-            },
+            observe: ObserveConfig::from_raw(raw, dir)?,
             push: PushConfig::from_raw(raw, dir)?,
             keylime_dir,
         })

@@ -17,9 +17,10 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::agent::{AgentCore, AgentError, FrontEnd, Observing};
+use crate::agent::{AgentCore, AgentError, FrontEnd};
 use crate::config::{Config, PushSettings};
 use crate::http_client::{ClientError, ServerTrust};
+use crate::observing::Observing;
 use verifier::VerifierClient;
 use worker::{Worker, WorkerSetup};
 

@@ -46,6 +46,28 @@ pub enum ProbeError {
     /// The TPM answers but was reset and not started (the agent would send
     /// TPM2_Startup; the probe does not).
     NotStarted,
+    /// No answer within the time given to [`probe_within`].
+    NoAnswer(std::time::Duration),
+}
+
+/// [`probe`] on a thread of its own, given up after `within`: a TPM that
+/// never answers (or a swtpm whose one connection another process holds)
+/// must not hang `check` or `info`. The abandoned thread ends with the
+/// process.
+pub fn probe_within(
+    config: TpmConfig,
+    within: std::time::Duration,
+) -> Result<TpmProbe, ProbeError> {
+    let (sender, answer) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tpm-probe".into())
+        .spawn(move || {
+            let _ = sender.send(probe(&config));
+        })
+        .map_err(|e| ProbeError::Tpm(TpmError::Invalid(format!("cannot start the probe: {e}"))))?;
+    answer
+        .recv_timeout(within)
+        .map_err(|_| ProbeError::NoAnswer(within))?
 }
 
 impl From<TpmError> for ProbeError {

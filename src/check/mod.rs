@@ -3,14 +3,11 @@
 //! fix. It reads only: no TPM2_Startup, no key created or written, nothing
 //! mounted, no file changed.
 
-use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
-use serde_json::{json, Value};
 
 use crate::agent::{registrar_endpoint, tpm_config, FrontEnd};
 use crate::config::{Config, ConfigError, Loaded};
@@ -19,111 +16,11 @@ use crate::payload::secure_dir;
 use crate::registrar::RegistrarClient;
 use crate::tpm::{self, ProbeError, StoredAkState, TpmProbe};
 
+mod report;
+pub use report::{Finding, Report, Status};
+
 /// How long the TPM and each peer get to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-
-/// A finding's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Works as configured.
-    Ok,
-    /// Works, but not as an operator probably wants.
-    Warn,
-    /// The agent will not start or not attest.
-    Fail,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "OK",
-            Self::Warn => "WARN",
-            Self::Fail => "FAIL",
-        }
-    }
-}
-
-/// One checked item.
-#[derive(Debug, Clone)]
-pub struct Finding {
-    /// What was checked (`tpm`, `registrar`, …).
-    pub item: &'static str,
-    /// The verdict.
-    pub status: Status,
-    /// What was found.
-    pub detail: String,
-    /// What to do about a WARN or FAIL.
-    pub fix: Option<String>,
-}
-
-impl Finding {
-    fn ok(item: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            item,
-            status: Status::Ok,
-            detail: detail.into(),
-            fix: None,
-        }
-    }
-
-    fn warn(item: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            item,
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    fn fail(item: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            item,
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-}
-
-/// Every finding, in the order checked.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// The findings.
-    pub findings: Vec<Finding>,
-}
-
-impl Report {
-    /// Whether nothing failed (the exit status is 0 only then).
-    pub fn passed(&self) -> bool {
-        self.findings.iter().all(|f| f.status != Status::Fail)
-    }
-
-    /// One line per finding: `STATUS item: detail (fix: …)`.
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        for f in &self.findings {
-            let _ = write!(out, "{:<4} {:<18} {}", f.status.as_str(), f.item, f.detail);
-            if let Some(fix) = &f.fix {
-                let _ = write!(out, " -> fix: {fix}");
-            }
-            out.push('\n');
-        }
-        out
-    }
-
-    /// The report as JSON for scripts.
-    pub fn json(&self) -> Value {
-        json!({
-            "passed": self.passed(),
-            "findings": self.findings.iter().map(|f| json!({
-                "item": f.item,
-                "status": f.status.as_str(),
-                "detail": f.detail,
-                "fix": f.fix,
-            })).collect::<Vec<_>>(),
-        })
-    }
-}
 
 /// Checks everything the agent for `front` needs, from `loaded` (the
 /// config, or why it did not load).
@@ -191,22 +88,9 @@ fn tpm_findings(config: &Config, out: &mut Vec<Finding>) {
     let tcti = config.tcti.clone();
     let tpm_fix =
         "check the tcti key (or the TCTI variable) and that the TPM, tpm2-abrmd or swtpm is there";
-    let probe_config = tpm_config(config);
-    let (sender, answer) = mpsc::channel();
-    // A TPM that never answers must not hang the check: the probe runs on
-    // its own thread and is abandoned after the deadline.
-    let started = std::thread::Builder::new()
-        .name("check-tpm".into())
-        .spawn(move || {
-            let _ = sender.send(tpm::probe(&probe_config));
-        });
-    let probed = match started {
-        Ok(_) => answer.recv_timeout(ANSWER_WITHIN).ok(),
-        Err(_) => None,
-    };
-    let probe: TpmProbe = match probed {
-        Some(Ok(probe)) => probe,
-        Some(Err(ProbeError::NotStarted)) => {
+    let probe: TpmProbe = match tpm::probe_within(tpm_config(config), ANSWER_WITHIN) {
+        Ok(probe) => probe,
+        Err(ProbeError::NotStarted) => {
             out.push(Finding::warn(
                 "tpm",
                 format!("{tcti}: the TPM answers but was reset and not started"),
@@ -214,16 +98,16 @@ fn tpm_findings(config: &Config, out: &mut Vec<Finding>) {
             ));
             return;
         }
-        Some(Err(ProbeError::Tpm(e))) => {
+        Err(ProbeError::Tpm(e)) => {
             out.push(Finding::fail("tpm", format!("{tcti}: {e}"), tpm_fix));
             return;
         }
-        None => {
+        Err(ProbeError::NoAnswer(within)) => {
             out.push(Finding::fail(
                 "tpm",
                 format!(
                     "{tcti}: no answer within {} s (is another process holding the TPM, e.g. a running agent on swtpm?)",
-                    ANSWER_WITHIN.as_secs()
+                    within.as_secs()
                 ),
                 tpm_fix,
             ));
@@ -511,33 +395,4 @@ fn run_as(config: &Config) -> Finding {
         None => run_as.user.clone(),
     };
     Finding::ok("run_as", format!("{named} exists"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_report_passes_only_without_a_fail_and_prints_one_line_each() {
-        let mut report = Report::default();
-        report.findings.push(Finding::ok("tpm", "fine"));
-        report
-            .findings
-            .push(Finding::warn("ima_log", "missing", "enable IMA"));
-        assert!(report.passed());
-        report
-            .findings
-            .push(Finding::fail("registrar", "down", "start it"));
-        assert!(!report.passed());
-        let text = report.text();
-        assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text
-            .lines()
-            .nth(2)
-            .is_some_and(|l| l.starts_with("FAIL registrar")
-                && l.contains("down")
-                && l.contains("fix: start it")));
-        assert_eq!(report.json()["passed"], false);
-        assert_eq!(report.json()["findings"][1]["status"], "WARN");
-    }
 }
