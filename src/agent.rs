@@ -283,7 +283,10 @@ impl AgentCore {
                 config.tpm_signing_alg,
             ),
             ImaLog::new(&config.ima_ml_path),
-            UefiLog::new(&config.measuredboot_ml_path),
+            UefiLog::new(
+                &config.measuredboot_ml_path,
+                config.tpm_hash_alg.tpm_alg_id(),
+            ),
         )
         .map_err(|source| IdentityError::Crypto {
             what: "hashing the NK".into(),

@@ -65,6 +65,11 @@ impl FromStr for PcrMask {
 }
 
 impl PcrMask {
+    /// The mask as bits (bit i = PCR i).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
     /// Whether PCR `pcr` is selected.
     pub fn contains(self, pcr: u8) -> bool {
         pcr < 24 && self.0 & (1 << pcr) != 0
@@ -117,7 +122,7 @@ pub struct IntegrityEvidence {
     pub quote: Quote,
     /// IMA entries from the requested one, when the log exists.
     pub ima: Option<ImaSlice>,
-    /// The UEFI log as base64, when PCR 0 is selected and a log exists.
+    /// The UEFI log as base64, when it covers a selected PCR.
     pub mb_log: Option<Arc<str>>,
 }
 
@@ -179,7 +184,8 @@ impl Attestation {
 
     /// The verifier's integrity quote: the mask's PCRs and 16; the NK
     /// unless `partial`; IMA entries from `ima_entry`, read after the quote
-    /// so the log is never behind PCR 10; the UEFI log if PCR 0 is asked for.
+    /// so the log is never behind PCR 10; the UEFI log if it has events in
+    /// a selected PCR.
     pub async fn integrity_quote(
         &self,
         nonce: &Nonce,
@@ -189,11 +195,7 @@ impl Attestation {
     ) -> Result<IntegrityEvidence, AttestationError> {
         let quote = self.quote(nonce, mask, !partial).await?;
         let ima = self.ima.slice_from(ima_entry).await?;
-        let mb_log = if mask.contains(0) {
-            self.uefi.base64().await
-        } else {
-            None
-        };
+        let mb_log = self.uefi.for_pcrs(mask.bits()).await;
         Ok(IntegrityEvidence { quote, ima, mb_log })
     }
 
@@ -202,7 +204,7 @@ impl Attestation {
     pub async fn inventory(&self) -> Result<EvidenceInventory, AttestationError> {
         Ok(EvidenceInventory {
             ima_entries: self.ima.entry_count().await?,
-            uefi_log: self.uefi.base64().await.is_some(),
+            uefi_log: self.uefi.whole().await.is_some(),
         })
     }
 
@@ -229,7 +231,7 @@ impl Attestation {
             None => None,
         };
         let uefi = if request.uefi_log {
-            self.uefi.base64().await
+            self.uefi.whole().await
         } else {
             None
         };

@@ -1,0 +1,530 @@
+//! The boot a log describes: UEFI firmware with Secure Boot, shim, GRUB and
+//! a Linux kernel, measured the way the TCG PC Client Platform Firmware
+//! Profile, shim and GRUB measure them. Every "file" (firmware volumes,
+//! the EFI binaries, the kernel and initrd) is deterministic content named
+//! by a label, so that two logs made with the same options are identical
+//! and a changed option changes exactly the events it names.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::x509::{X509NameBuilder, X509};
+
+use super::encode::{
+    file_device_path, firmware_blob, gpt_data, image_load_event, signature_data, signature_list,
+    utf16, variable_data, Bank, Guid, LogWriter, EFI_CERT_SHA256, EFI_CERT_X509,
+    EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, SHIM_LOCK,
+};
+
+const EV_SEPARATOR: u32 = 0x0000_0004;
+const EV_S_CRTM_VERSION: u32 = 0x0000_0008;
+const EV_IPL: u32 = 0x0000_000D;
+const EV_EFI_VARIABLE_DRIVER_CONFIG: u32 = 0x8000_0001;
+const EV_EFI_VARIABLE_BOOT: u32 = 0x8000_0002;
+const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
+const EV_EFI_GPT_EVENT: u32 = 0x8000_0006;
+const EV_EFI_ACTION: u32 = 0x8000_0007;
+const EV_EFI_PLATFORM_FIRMWARE_BLOB: u32 = 0x8000_0008;
+const EV_EFI_VARIABLE_AUTHORITY: u32 = 0x8000_00E0;
+
+/// The platform owner's GUID on PK, and the vendor's on KEK, db and dbx.
+const OWNER_PLATFORM: Guid = Guid(
+    0x3b053091,
+    0x6c9f,
+    0x04cc,
+    [0xb1, 0xac, 0xe2, 0xa5, 0x1e, 0x3b, 0xe5, 0xf5],
+);
+const OWNER_VENDOR: Guid = Guid(
+    0x77fa9abd,
+    0x0359,
+    0x4d32,
+    [0xbd, 0x60, 0x28, 0xf4, 0xe7, 0x8f, 0x78, 0x4b],
+);
+const DISK: Guid = Guid(
+    0x5b7c1f0e,
+    0x2d4a,
+    0x4e61,
+    [0x9a, 0x3b, 0x8c, 0x2d, 0x1e, 0x0f, 0x4a, 0x5b],
+);
+const ESP_TYPE: Guid = Guid(
+    0xc12a7328,
+    0xf81f,
+    0x11d2,
+    [0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b],
+);
+const ESP: Guid = Guid(
+    0x0a1b2c3d,
+    0x4e5f,
+    0x4061,
+    [0x82, 0x73, 0x94, 0xa5, 0xb6, 0xc7, 0xd8, 0xe9],
+);
+const LINUX_TYPE: Guid = Guid(
+    0x0fc63daf,
+    0x8483,
+    0x4772,
+    [0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4],
+);
+const ROOT: Guid = Guid(
+    0x9f8e7d6c,
+    0x5b4a,
+    0x4392,
+    [0x81, 0x70, 0x6f, 0x5e, 0x4d, 0x3c, 0x2b, 0x1a],
+);
+
+/// What can differ between two boots of the machine.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// The `SecureBoot` variable: on (1) or off (0). With it off the
+    /// firmware records no image authorities.
+    pub secure_boot: bool,
+    /// The kernel version in file names and on the command line.
+    pub kernel_version: String,
+    /// Which build of that kernel: another build is other bytes, so other
+    /// digests, under the same names.
+    pub kernel_build: u32,
+    /// The kernel command line after the image path.
+    pub kernel_args: String,
+}
+
+impl Default for Boot {
+    fn default() -> Self {
+        Self {
+            secure_boot: true,
+            kernel_version: "6.1.0-18-amd64".into(),
+            kernel_build: 1,
+            kernel_args: "root=UUID=9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a ro quiet".into(),
+        }
+    }
+}
+
+/// The Secure Boot keys: DER certificates for PK, KEK, db and the vendor
+/// certificate shim carries.
+pub struct Keys {
+    pk: Vec<u8>,
+    kek: Vec<u8>,
+    db: Vec<u8>,
+    vendor: Vec<u8>,
+}
+
+impl Keys {
+    /// The keys in `dir` (`PK.der`, `KEK.der`, `db.der`, `vendor.der`),
+    /// made there first (self-signed RSA-2048, as firmware vendors use)
+    /// where missing, so that every log made with one directory has the
+    /// same keys.
+    pub fn in_dir(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let load = |name: &str, subject: &str| -> anyhow::Result<Vec<u8>> {
+            let path = dir.join(format!("{name}.der"));
+            if let Ok(der) = std::fs::read(&path) {
+                return Ok(der);
+            }
+            let der = self_signed(subject)?;
+            std::fs::write(&path, &der).with_context(|| format!("writing {}", path.display()))?;
+            Ok(der)
+        };
+        Ok(Self {
+            pk: load("PK", "Keylime Agent Test Platform Key")?,
+            kek: load("KEK", "Keylime Agent Test KEK CA")?,
+            db: load("db", "Keylime Agent Test UEFI CA")?,
+            vendor: load("vendor", "Keylime Agent Test Shim Vendor CA")?,
+        })
+    }
+}
+
+fn self_signed(subject: &str) -> anyhow::Result<Vec<u8>> {
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", subject)?;
+    let name = name.build();
+    let mut cert = X509::builder()?;
+    cert.set_version(2)?;
+    let serial = BigNum::from_u32(1)?.to_asn1_integer()?;
+    cert.set_serial_number(&serial)?;
+    cert.set_subject_name(&name)?;
+    cert.set_issuer_name(&name)?;
+    cert.set_pubkey(&key)?;
+    cert.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+    cert.set_not_after(&*Asn1Time::days_from_now(3650)?)?;
+    cert.sign(&key, MessageDigest::sha256())?;
+    Ok(cert.build().to_der()?)
+}
+
+/// How much of a "file" is made and hashed: its size in the events is the
+/// size it claims, its digest is over this much deterministic content.
+const CONTENT: usize = 64 * 1024;
+
+/// Deterministic content for a "file" named `label`: `len` bytes of a
+/// SHA-256 counter stream.
+fn content(label: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = 0u32;
+    while out.len() < len {
+        let mut block = label.as_bytes().to_vec();
+        block.extend_from_slice(&counter.to_le_bytes());
+        out.extend_from_slice(&openssl::sha::sha256(&block));
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A GRUB `EV_IPL` string event: the NUL-terminated text in the data, the
+/// digest over `measured`.
+fn ipl(log: &mut LogWriter, pcr: u32, text: &str, measured: &[u8]) {
+    let mut data = text.as_bytes().to_vec();
+    data.push(0);
+    let digests = log.digests_of(measured);
+    log.event(pcr, EV_IPL, &digests, &data);
+}
+
+/// An `EV_EFI_ACTION`: the ASCII text, no terminator, digest over it.
+fn action(log: &mut LogWriter, pcr: u32, text: &str) {
+    log.measured(pcr, EV_EFI_ACTION, text.as_bytes());
+}
+
+/// A UEFI image loaded from `path` on the ESP (or from memory when `path`
+/// is `None`, as shim loads the kernel): the digest is over the image, as
+/// the Authenticode digest is.
+fn image(log: &mut LogWriter, base: u64, label: &str, len: usize, path: Option<&str>) {
+    let bytes = content(label, CONTENT.min(len));
+    let device_path = path.map_or_else(Vec::new, |p| file_device_path(ESP, p));
+    let data = image_load_event(base, len as u64, &device_path);
+    let digests = log.digests_of(&bytes);
+    log.event(4, EV_EFI_BOOT_SERVICES_APPLICATION, &digests, &data);
+}
+
+/// The whole log of one boot, in the banks given.
+pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
+    let mut log = LogWriter::new(banks);
+    let kernel = format!("/vmlinuz-{}", boot.kernel_version);
+    let initrd = format!("/initrd.img-{}", boot.kernel_version);
+    let cmdline = format!("{kernel} {}", boot.kernel_args);
+
+    // The S-CRTM and the firmware volumes (PEI, DXE).
+    let mut version = utf16("edk2-stable202302 keylime-agent test firmware");
+    version.extend_from_slice(&[0, 0]);
+    log.measured(0, EV_S_CRTM_VERSION, &version);
+    for (base, len, label) in [
+        (0x0082_0000u64, 0x000e_0000usize, "firmware volume PEIFV"),
+        (0x0090_0000, 0x0030_0000, "firmware volume DXEFV"),
+    ] {
+        let digests = log.digests_of(&content(label, 4096));
+        log.event(
+            0,
+            EV_EFI_PLATFORM_FIRMWARE_BLOB,
+            &digests,
+            &firmware_blob(base, len as u64),
+        );
+    }
+
+    // The Secure Boot configuration, then PCR 7's separator.
+    let dbx = signature_list(
+        EFI_CERT_SHA256,
+        &[
+            (OWNER_VENDOR, content("revoked image 1", 32)),
+            (OWNER_VENDOR, content("revoked image 2", 32)),
+        ],
+    );
+    let config: [(Guid, &str, Vec<u8>); 5] = [
+        (
+            EFI_GLOBAL_VARIABLE,
+            "SecureBoot",
+            vec![u8::from(boot.secure_boot)],
+        ),
+        (
+            EFI_GLOBAL_VARIABLE,
+            "PK",
+            signature_list(EFI_CERT_X509, &[(OWNER_PLATFORM, keys.pk.clone())]),
+        ),
+        (
+            EFI_GLOBAL_VARIABLE,
+            "KEK",
+            signature_list(EFI_CERT_X509, &[(OWNER_VENDOR, keys.kek.clone())]),
+        ),
+        (
+            EFI_IMAGE_SECURITY_DATABASE,
+            "db",
+            signature_list(EFI_CERT_X509, &[(OWNER_VENDOR, keys.db.clone())]),
+        ),
+        (EFI_IMAGE_SECURITY_DATABASE, "dbx", dbx),
+    ];
+    for (guid, name, data) in &config {
+        log.measured(
+            7,
+            EV_EFI_VARIABLE_DRIVER_CONFIG,
+            &variable_data(*guid, name, data),
+        );
+    }
+    separator(&mut log, 7);
+
+    // The boot options, then the boot manager starts Boot0001.
+    let boot_order = 1u16.to_le_bytes().to_vec();
+    log.event(
+        1,
+        EV_EFI_VARIABLE_BOOT,
+        &log.digests_of(&boot_order),
+        &variable_data(EFI_GLOBAL_VARIABLE, "BootOrder", &boot_order),
+    );
+    let option = load_option("debian", r"\EFI\debian\shimx64.efi");
+    log.event(
+        1,
+        EV_EFI_VARIABLE_BOOT,
+        &log.digests_of(&option),
+        &variable_data(EFI_GLOBAL_VARIABLE, "Boot0001", &option),
+    );
+    action(&mut log, 4, "Calling EFI Application from Boot Option");
+    for pcr in 0..7 {
+        separator(&mut log, pcr);
+    }
+    log.measured(
+        5,
+        EV_EFI_GPT_EVENT,
+        &gpt_data(
+            DISK,
+            &[
+                (ESP_TYPE, ESP, "EFI System Partition"),
+                (LINUX_TYPE, ROOT, "root"),
+            ],
+        ),
+    );
+
+    // shim, verified against db; it measures its MOK lists and SBAT level.
+    image(
+        &mut log,
+        0x7e4a_1000,
+        "shimx64.efi 15.7",
+        950_000,
+        Some(r"\EFI\debian\shimx64.efi"),
+    );
+    if boot.secure_boot {
+        authority(
+            &mut log,
+            EFI_IMAGE_SECURITY_DATABASE,
+            "db",
+            OWNER_VENDOR,
+            &keys.db,
+        );
+    }
+    let mok_list = signature_list(EFI_CERT_X509, &[(SHIM_LOCK, keys.vendor.clone())]);
+    ipl(&mut log, 14, "MokList", &mok_list);
+    let mok_list_x = signature_list(EFI_CERT_SHA256, &[(SHIM_LOCK, content("revoked MOK", 32))]);
+    ipl(&mut log, 14, "MokListX", &mok_list_x);
+    ipl(&mut log, 14, "MokListTrusted", &[1]);
+    if boot.secure_boot {
+        log.measured(
+            7,
+            EV_EFI_VARIABLE_AUTHORITY,
+            &variable_data(
+                SHIM_LOCK,
+                "SbatLevel",
+                b"sbat,1,2022111500\nshim,2\ngrub,3\n",
+            ),
+        );
+    }
+
+    // GRUB, verified by shim against its vendor certificate.
+    image(
+        &mut log,
+        0x7e2b_3000,
+        "grubx64.efi 2.06",
+        2_500_000,
+        Some(r"\EFI\debian\grubx64.efi"),
+    );
+    if boot.secure_boot {
+        authority(&mut log, SHIM_LOCK, "Shim", SHIM_LOCK, &keys.vendor);
+    }
+    let grub_cfg = content("grub.cfg", 6000);
+    ipl(&mut log, 9, "(hd0,gpt1)/EFI/debian/grub.cfg", &grub_cfg);
+    for command in [
+        "set root=hd0,gpt2".to_string(),
+        format!("linux {cmdline}"),
+        format!("initrd {initrd}"),
+    ] {
+        ipl(
+            &mut log,
+            8,
+            &format!("grub_cmd: {command}"),
+            command.as_bytes(),
+        );
+    }
+
+    // The kernel: GRUB measures the file and the command line, then
+    // shim loads the image, then GRUB reads the initrd.
+    let kernel_label = format!(
+        "vmlinuz {} build {}",
+        boot.kernel_version, boot.kernel_build
+    );
+    ipl(
+        &mut log,
+        9,
+        &format!("(hd0,gpt2){kernel}"),
+        &content(&kernel_label, CONTENT),
+    );
+    ipl(
+        &mut log,
+        8,
+        &format!("kernel_cmdline: (hd0,gpt2){cmdline}"),
+        format!("(hd0,gpt2){cmdline}").as_bytes(),
+    );
+    image(&mut log, 0x6d00_0000, &kernel_label, 8_000_000, None);
+    let initrd_label = format!("initrd {} build {}", boot.kernel_version, boot.kernel_build);
+    ipl(
+        &mut log,
+        9,
+        &format!("(hd0,gpt2){initrd}"),
+        &content(&initrd_label, CONTENT),
+    );
+
+    action(&mut log, 5, "Exit Boot Services Invocation");
+    action(&mut log, 5, "Exit Boot Services Returned with Success");
+    log.finish()
+}
+
+fn separator(log: &mut LogWriter, pcr: u32) {
+    log.measured(pcr, EV_SEPARATOR, &[0, 0, 0, 0]);
+}
+
+/// `EV_EFI_VARIABLE_AUTHORITY`: the signature database entry that verified
+/// an image.
+fn authority(log: &mut LogWriter, guid: Guid, name: &str, owner: Guid, cert: &[u8]) {
+    log.measured(
+        7,
+        EV_EFI_VARIABLE_AUTHORITY,
+        &variable_data(guid, name, &signature_data(owner, cert)),
+    );
+}
+
+/// `EFI_LOAD_OPTION` of an active boot entry for an EFI file on the ESP.
+fn load_option(description: &str, path: &str) -> Vec<u8> {
+    let device_path = file_device_path(ESP, path);
+    let mut out = 1u32.to_le_bytes().to_vec(); // LOAD_OPTION_ACTIVE
+    out.extend_from_slice(&(device_path.len() as u16).to_le_bytes());
+    out.extend_from_slice(&utf16(description));
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&device_path);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use keylime_agent::evidence::tcg::{EventLog, TPM_ALG_SHA1, TPM_ALG_SHA256};
+
+    use super::*;
+
+    fn events_of(
+        log: &EventLog,
+        pcr: u32,
+        event_type: u32,
+    ) -> Vec<&keylime_agent::evidence::tcg::Event> {
+        log.events
+            .iter()
+            .filter(|e| e.pcr == pcr && e.event_type == event_type)
+            .collect()
+    }
+
+    #[test]
+    fn a_secure_boot_of_shim_grub_and_linux_in_every_bank_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = Keys::in_dir(dir.path()).expect("keys");
+        let bytes = boot_log(&[Bank::Sha1, Bank::Sha256], &keys, &Boot::default());
+        let log = EventLog::parse(&bytes).expect("parses");
+        assert_eq!(log.banks, [(TPM_ALG_SHA1, 20), (TPM_ALG_SHA256, 32)]);
+        assert!(log.events.iter().all(|e| e.digests.len() == 2));
+        // PCRs 0-9 and 14, as firmware, shim and GRUB leave them.
+        assert_eq!(log.covered_pcrs(), 0x3ff | 1 << 14);
+        assert_eq!(events_of(&log, 0, EV_S_CRTM_VERSION).len(), 1);
+        assert_eq!(
+            events_of(&log, 4, EV_EFI_BOOT_SERVICES_APPLICATION).len(),
+            3
+        );
+        for pcr in 0..8 {
+            let separators = events_of(&log, pcr, EV_SEPARATOR);
+            assert_eq!(separators.len(), 1, "PCR {pcr}");
+            assert_eq!(separators[0].data, [0, 0, 0, 0]);
+        }
+        let names: Vec<Vec<u8>> = events_of(&log, 7, EV_EFI_VARIABLE_DRIVER_CONFIG)
+            .iter()
+            .map(|e| e.data.clone())
+            .collect();
+        for name in ["SecureBoot", "PK", "KEK", "db", "dbx"] {
+            assert!(
+                names.iter().any(|d| d[32..].starts_with(&utf16(name))),
+                "{name} measured"
+            );
+        }
+        // The SecureBoot variable is on, and its digest is over the whole
+        // UEFI_VARIABLE_DATA.
+        let secure_boot = &events_of(&log, 7, EV_EFI_VARIABLE_DRIVER_CONFIG)[0];
+        assert_eq!(secure_boot.data.last(), Some(&1));
+        assert_eq!(
+            secure_boot.digest(TPM_ALG_SHA256).unwrap(),
+            openssl::sha::sha256(&secure_boot.data)
+        );
+        let cmdline = events_of(&log, 8, EV_IPL)
+            .into_iter()
+            .find(|e| e.data.starts_with(b"kernel_cmdline: "))
+            .expect("kernel command line");
+        assert_eq!(cmdline.data.last(), Some(&0), "NUL-terminated");
+        assert_eq!(
+            cmdline.digest(TPM_ALG_SHA256).unwrap(),
+            openssl::sha::sha256(&cmdline.data[16..cmdline.data.len() - 1])
+        );
+    }
+
+    #[test]
+    fn the_same_options_give_the_same_log_and_a_change_touches_only_its_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = Keys::in_dir(dir.path()).expect("keys");
+        let again = Keys::in_dir(dir.path()).expect("keys reused");
+        let base = boot_log(&[Bank::Sha256], &keys, &Boot::default());
+        assert_eq!(base, boot_log(&[Bank::Sha256], &again, &Boot::default()));
+        let base = EventLog::parse(&base).unwrap();
+
+        let rebuilt = Boot {
+            kernel_build: 2,
+            ..Boot::default()
+        };
+        let rebuilt = EventLog::parse(&boot_log(&[Bank::Sha256], &keys, &rebuilt)).unwrap();
+        assert_eq!(rebuilt.events.len(), base.events.len());
+        let changed: Vec<(u32, u32)> = base
+            .events
+            .iter()
+            .zip(&rebuilt.events)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| (a.pcr, a.event_type))
+            .collect();
+        // The kernel file and image, and the initrd.
+        assert_eq!(
+            changed,
+            [
+                (9, EV_IPL),
+                (4, EV_EFI_BOOT_SERVICES_APPLICATION),
+                (9, EV_IPL)
+            ]
+        );
+
+        let off = Boot {
+            secure_boot: false,
+            ..Boot::default()
+        };
+        let off = EventLog::parse(&boot_log(&[Bank::Sha256], &keys, &off)).unwrap();
+        assert_eq!(
+            events_of(&off, 7, EV_EFI_VARIABLE_DRIVER_CONFIG)[0]
+                .data
+                .last(),
+            Some(&0)
+        );
+        assert!(
+            events_of(&off, 7, EV_EFI_VARIABLE_AUTHORITY).is_empty(),
+            "nothing verified images"
+        );
+        assert_eq!(events_of(&base, 7, EV_EFI_VARIABLE_AUTHORITY).len(), 3);
+    }
+}
