@@ -16,9 +16,9 @@ mod quote;
 
 pub use credential::{parse_credential_blob, CredentialBlob, ACTIVATE_CREDENTIAL_OP};
 pub use keys::StoredAkState;
-pub use probe::{probe, probe_within, ProbeError, TpmProbe};
+pub use probe::{allocated_banks, probe, probe_within, ProbeError, TpmProbe};
 pub use public::{public_key_pem, tpm2b_public};
-pub use quote::{QuoteParts, QuoteRequest, DATA_PCR};
+pub use quote::{read_pcr_data, QuoteParts, QuoteRequest, DATA_PCR};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use tss_esapi::constants::{CapabilityType, PropertyTag};
 use tss_esapi::handles::ObjectHandle;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::structures::{Auth, CapabilityData};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
@@ -111,18 +112,10 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         property(&mut ctx, PropertyTag::FirmwareVersion1)?,
         property(&mut ctx, PropertyTag::FirmwareVersion2)?
     );
-    let (data, _) = ctx
-        .get_capability(CapabilityType::AssignedPcr, 0, 8)
-        .map_err(TpmError::tss("GetCapability(PCRs)"))?;
-    let pcr_banks = match data {
-        CapabilityData::AssignedPcr(list) => list
-            .get_selections()
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!("{:?}", s.hashing_algorithm()).to_lowercase())
-            .collect(),
-        _ => Vec::new(),
-    };
+    let pcr_banks = allocated_banks(&mut ctx)?
+        .iter()
+        .map(|bank| format!("{bank:?}").to_lowercase())
+        .collect();
     let ek_cert_index = config.encryption_alg.ek_certificate_nv_index();
     let ek_cert_pem = keys::read_ek_certificate(&mut ctx, ek_cert_index)?;
     if !config.owner_auth.is_empty() {
@@ -153,5 +146,21 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         ek_cert_index,
         ek_public_pem,
         ak,
+    })
+}
+
+/// The PCR banks with at least one PCR allocated.
+pub fn allocated_banks(ctx: &mut Context) -> Result<Vec<HashingAlgorithm>, TpmError> {
+    let (data, _) = ctx
+        .get_capability(CapabilityType::AssignedPcr, 0, 8)
+        .map_err(TpmError::tss("GetCapability(PCRs)"))?;
+    Ok(match data {
+        CapabilityData::AssignedPcr(list) => list
+            .get_selections()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.hashing_algorithm())
+            .collect(),
+        _ => Vec::new(),
     })
 }

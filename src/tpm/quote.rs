@@ -5,6 +5,7 @@
 //! push model's proof of possession.
 
 use openssl::hash::Hasher;
+use tss_esapi::abstraction::pcr::PcrData;
 use tss_esapi::handles::{KeyHandle, PcrHandle};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
@@ -152,8 +153,7 @@ fn read_pcrs(
     hash: HashAlg,
     slots: &[PcrSlot],
 ) -> Result<Vec<Vec<u8>>, TpmError> {
-    let data = tss_esapi::abstraction::pcr::read_all(ctx, selection.clone())
-        .map_err(TpmError::tss("PCR_Read"))?;
+    let data = read_pcr_data(ctx, selection.clone())?;
     let bank = data
         .pcr_bank(hash.to_tpm())
         .ok_or_else(|| TpmError::Invalid(format!("the TPM has no active {hash} PCR bank")))?;
@@ -165,6 +165,39 @@ fn read_pcrs(
                 .ok_or_else(|| TpmError::Invalid(format!("PCR {slot:?} missing from PCR_Read")))
         })
         .collect()
+}
+
+/// Reads every PCR of `selection`, one PCR_Read after another (a TPM
+/// returns at most 8 values per call). A bank the TPM has not allocated
+/// makes PCR_Read return nothing: that is an error here, where
+/// `tss_esapi::abstraction::pcr::read_all` would loop for ever.
+pub fn read_pcr_data(
+    ctx: &mut Context,
+    mut selection: PcrSelectionList,
+) -> Result<PcrData, TpmError> {
+    let mut data = PcrData::default();
+    while !selection.is_empty() {
+        let (_, read, digests) = ctx
+            .pcr_read(selection.clone())
+            .map_err(TpmError::tss("PCR_Read"))?;
+        if digests.value().is_empty() {
+            let banks: Vec<String> = selection
+                .get_selections()
+                .iter()
+                .map(|s| format!("{:?}", s.hashing_algorithm()))
+                .collect();
+            return Err(TpmError::Invalid(format!(
+                "PCR_Read returned no values: the TPM has no allocated {} PCR bank",
+                banks.join("/")
+            )));
+        }
+        data.add(&read, &digests)
+            .map_err(TpmError::tss("PCR_Read"))?;
+        selection
+            .subtract(&read)
+            .map_err(TpmError::tss("PCR_Read"))?;
+    }
+    Ok(data)
 }
 
 fn digest_of(hash: HashAlg, values: &[Vec<u8>]) -> Result<Vec<u8>, TpmError> {

@@ -288,6 +288,12 @@ impl Peers {
         Self::start_with(which, release, "pull", &[])
     }
 
+    /// Sets up and starts `which` of the newest release in pull mode, with
+    /// extra `KEYLIME_*` settings for the services and the tenant.
+    pub fn start_with_env(which: &str, env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with(which, KEYLIME_7_14, "pull", env)
+    }
+
     /// Sets up and starts `which` of the newest release with the verifier
     /// in push mode; `verifier_env` are extra `KEYLIME_VERIFIER_*` settings.
     pub fn start_push(which: &str, verifier_env: &[(&str, &str)]) -> Option<Self> {
@@ -1013,6 +1019,29 @@ impl Peers {
         }
     }
 
+    /// Runs a tool of the peers' venv (`keylime-policy`, ...) in their
+    /// directory; asserts success and returns its standard output.
+    pub fn run(&self, tool: &str, args: &[&str]) -> String {
+        let out = Command::new(script("peers"))
+            .arg("run")
+            .arg(self.dir.path())
+            .arg(tool)
+            .args(args)
+            .output()
+            .expect("peers run");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// What the verifier has logged so far.
+    pub fn verifier_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("verifier.log")).unwrap_or_default()
+    }
+
     /// Creates the tenant's certificate authority for `--cert` packages.
     pub fn init_ca(&self) -> PathBuf {
         let ca = self.dir.path().join("tenant-ca");
@@ -1057,7 +1086,11 @@ impl Served {
 /// An agent with mTLS trusting a test CA, no registrar (it keeps retrying
 /// in the background), and an IMA log of `ima_lines` entries.
 pub fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
-    let tpm = Swtpm::start()?;
+    Some(serve_on(Swtpm::start()?, extra, ima_lines))
+}
+
+/// [`serve`] on a TPM prepared by the caller.
+pub fn serve_on(tpm: Swtpm, extra: &[String], ima_lines: usize) -> Served {
     let dir = state_dir();
     let (ca, client) = make_ca_and_client(dir.path(), "test");
     let ima = dir.path().join("ima");
@@ -1078,14 +1111,14 @@ pub fn serve(extra: &[String], ima_lines: usize) -> Option<Served> {
     let file = write_config(dir.path(), &lines);
     let mut agent = Agent::spawn(&file, &tpm.tcti(), &[]);
     agent.wait_for("serving API over mTLS", 30);
-    Some(Served {
+    Served {
         tpm,
         dir,
         agent,
         port,
         client,
         ima,
-    })
+    }
 }
 
 /// The AK's public key, from the TPM2B_PUBLIC persisted in agent_data.json.

@@ -36,7 +36,7 @@ fn read(ctx: &mut Context, bank: HashingAlgorithm, pcrs: &[u32]) -> anyhow::Resu
         .with_selection(bank, &slots)
         .build()
         .context("PCR selection")?;
-    let data = tss_esapi::abstraction::pcr::read_all(ctx, selection).context("PCR_Read")?;
+    let data = keylime_agent::tpm::read_pcr_data(ctx, selection)?;
     let values = data
         .pcr_bank(bank)
         .with_context(|| format!("the TPM has no active {bank:?} bank"))?;
@@ -52,10 +52,12 @@ fn read(ctx: &mut Context, bank: HashingAlgorithm, pcrs: &[u32]) -> anyhow::Resu
 }
 
 /// Extends every event of `log` but `withhold` (1-based) into the TPM at
-/// `tcti`, after TPM2_Startup if it was not started. The PCRs the log
-/// covers must still be in their reset state (all zeros); without a
-/// withheld event they must equal the log's replay afterwards. Returns how
-/// many events were extended.
+/// `tcti`, after TPM2_Startup if it was not started, in every bank of the
+/// log that the TPM has allocated (a log may list more, as a sha1 bank next
+/// to sha256: those digests go nowhere, as on a platform with that bank
+/// off). The PCRs the log covers must still be in their reset state (all
+/// zeros); without a withheld event they must equal the log's replay
+/// afterwards. Returns how many events were extended.
 pub fn replay(log: &EventLog, tcti: &str, withhold: Option<usize>) -> anyhow::Result<usize> {
     let conf = TctiNameConf::from_str(tcti).with_context(|| format!("TCTI {tcti:?}"))?;
     let mut ctx = Context::new(conf).context("opening the TPM")?;
@@ -66,13 +68,25 @@ pub fn replay(log: &EventLog, tcti: &str, withhold: Option<usize>) -> anyhow::Re
             if code.kind() == Some(Tss2ResponseCodeKind::Initialize) => {}
         Err(e) => return Err(e).context("TPM2_Startup"),
     }
+    let allocated = keylime_agent::tpm::allocated_banks(&mut ctx)?;
+    let mut banks = Vec::new();
+    for (alg, size) in &log.banks {
+        let bank = hashing(*alg)?;
+        if allocated.contains(&bank) {
+            banks.push((*alg, usize::from(*size), bank));
+        } else {
+            eprintln!("the TPM has no allocated {bank:?} bank: the log's {bank:?} digests are not extended");
+        }
+    }
+    if banks.is_empty() {
+        bail!("the TPM has none of the log's banks allocated");
+    }
     let covered: Vec<u32> = (0..24)
         .filter(|p| log.covered_pcrs() & 1 << p != 0)
         .collect();
-    for (alg, size) in &log.banks {
-        let bank = hashing(*alg)?;
-        for (pcr, value) in covered.iter().zip(read(&mut ctx, bank, &covered)?) {
-            if value != vec![0; usize::from(*size)] {
+    for (_, size, bank) in &banks {
+        for (pcr, value) in covered.iter().zip(read(&mut ctx, *bank, &covered)?) {
+            if value != vec![0; *size] {
                 bail!("PCR {pcr} ({bank:?}) is not in its reset state: replay needs a TPM fresh from TPM2_Startup");
             }
         }
@@ -84,8 +98,9 @@ pub fn replay(log: &EventLog, tcti: &str, withhold: Option<usize>) -> anyhow::Re
         }
         let mut values = DigestValues::new();
         for (alg, digest) in &event.digests {
-            let digest = Digest::try_from(digest.clone()).context("digest")?;
-            values.set(hashing(*alg)?, digest);
+            if let Some((_, _, bank)) = banks.iter().find(|(a, _, _)| a == alg) {
+                values.set(*bank, Digest::try_from(digest.clone()).context("digest")?);
+            }
         }
         let handle = PcrHandle::try_from(event.pcr).context("PCR handle")?;
         ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
@@ -95,10 +110,9 @@ pub fn replay(log: &EventLog, tcti: &str, withhold: Option<usize>) -> anyhow::Re
         extended += 1;
     }
     if withhold.is_none() {
-        for (alg, _) in &log.banks {
-            let bank = hashing(*alg)?;
+        for (alg, _, bank) in &banks {
             let expected = log.replay(*alg).context("replay")?;
-            for (pcr, value) in covered.iter().zip(read(&mut ctx, bank, &covered)?) {
+            for (pcr, value) in covered.iter().zip(read(&mut ctx, *bank, &covered)?) {
                 if expected.get(pcr) != Some(&value) {
                     bail!(
                         "after the replay PCR {pcr} ({bank:?}) is {} but the log says {}",
