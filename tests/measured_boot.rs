@@ -334,14 +334,19 @@ fn the_example_policy_passes_the_boot_it_was_made_from_and_fails_every_other() {
     let secure_boot_off = write_log(work.path(), "sb-off.log", &keys, &["--secure-boot", "off"]);
     let other_kernel = write_log(work.path(), "kernel.log", &keys, &["--kernel-build", "2"]);
 
-    // (log, withheld event, expected failure or None, a line of the reason)
-    let cases: [(&str, &Path, Option<usize>, Option<(&str, &str)>); 4] = [
+    // (agent, log, withheld event, expected failure: event id and a
+    // phrase of the verifier's reason)
+    type Case<'a> = (&'a str, &'a Path, Option<usize>, Option<(&'a str, &'a str)>);
+    let cases: [Case; 4] = [
         ("4c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d01", &good, None, None),
         (
             "4c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d02",
             &good,
             Some(grub_event(&good)),
-            Some(("measured_boot.invalid_pcr_4", "does not match")),
+            Some((
+                "measured_boot.invalid_pcr_4",
+                "the boot event log has value",
+            )),
         ),
         (
             "4c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d03",
@@ -413,4 +418,94 @@ fn accept_all_replays_the_log_against_the_quote_and_fails_a_pcr_the_log_does_not
     passes
         .tpm
         .expect_invalid_quote_after_pcr17_change(&peers, &passes.id);
+}
+
+/// The evidence types of the verifier's latest push-mode attestation.
+fn latest_evidence_types(peers: &Peers, id: &str) -> Vec<String> {
+    let (_, body) = peers.admin_get(&format!("/v3.0/agents/{id}/attestations/latest"));
+    body.pointer("/data/attributes/evidence")
+        .and_then(|e| e.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["evidence_type"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn push_evidence_carries_the_log_and_the_verifier_judges_it() {
+    let Some(peers) = Peers::start_push(
+        "all",
+        &[
+            ("KEYLIME_VERIFIER_MEASURED_BOOT_POLICY_NAME", "example"),
+            ("KEYLIME_VERIFIER_MEASURED_BOOT_EVALUATE", "always"),
+        ],
+    ) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    let good = write_log(work.path(), "good.log", &keys, &[]);
+    let refstate = reference_state(&peers, &good, &work.path().join("refstate.json"));
+    let ima = work.path().join("ascii_runtime_measurements");
+    std::fs::write(&ima, "").unwrap();
+
+    let mut agents = Vec::new();
+    for (id, withhold) in [
+        ("6e3f4051-6c7d-4e8f-9a01-b2c3d4e5f601", None),
+        (
+            "6e3f4051-6c7d-4e8f-9a01-b2c3d4e5f602",
+            Some(grub_event(&good)),
+        ),
+    ] {
+        let Some(tpm) = Swtpm::start() else { return };
+        replay(&tpm, &good, withhold);
+        let dir = common::state_dir();
+        let mut lines = peers.push_agent_lines(dir.path(), id, &ima);
+        lines.push(format!(
+            "measuredboot_ml_path = {:?}",
+            good.display().to_string()
+        ));
+        let config = common::write_config(dir.path(), &lines);
+        let mut agent = Agent::spawn_push(&config, &tpm.tcti(), &[]);
+        agent.wait_for("registered and activated", 30);
+        let out = peers.tenant(&[
+            "-c",
+            "add",
+            "--push-model",
+            "-u",
+            id,
+            "--tpm_policy",
+            common::PCR17_POLICY,
+            "--mb-policy",
+            refstate.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "tenant add --push-model --mb-policy: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        agents.push((agent, dir, tpm, id));
+    }
+    let (passing, failing) = (agents[0].3, agents[1].3);
+    peers.wait_push_status(passing, 60, |s, c| s == "PASS" && c >= 3);
+    assert!(
+        latest_evidence_types(&peers, passing).contains(&"uefi_log".to_string()),
+        "the verifier asked for and got the boot log: {:?}",
+        latest_evidence_types(&peers, passing)
+    );
+    peers.wait_push_status(failing, 60, |s, _| s == "FAIL");
+    assert!(
+        peers
+            .verifier_log()
+            .contains("the boot event log has value"),
+        "the verifier replayed the log against the quote"
+    );
+    for (agent, ..) in agents {
+        let output = agent.stop();
+        assert!(!output.contains(" ERROR "), "{output}");
+    }
 }

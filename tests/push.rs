@@ -26,27 +26,12 @@ fn tpm_with_ima(dir: &StateDir) -> Option<(Swtpm, PathBuf, PathBuf)> {
     Some((tpm, ima, policy))
 }
 
-/// `(attestation_status, attestation_count)` from the verifier.
 fn status(peers: &Peers, id: &str) -> (String, i64) {
-    let r = peers.verifier_agent(id);
-    (
-        r["attestation_status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        r["attestation_count"].as_i64().unwrap_or(-1),
-    )
+    peers.push_status(id)
 }
 
 fn wait_status(peers: &Peers, id: &str, secs: u64, cond: impl Fn(&str, i64) -> bool) {
-    assert!(
-        wait_until(secs, || {
-            let (s, c) = status(peers, id);
-            cond(&s, c)
-        }),
-        "verifier: {}",
-        peers.verifier_agent(id)
-    );
+    peers.wait_push_status(id, secs, cond);
 }
 
 /// The IMA `starting_offset` the verifier chose in its latest attestation.

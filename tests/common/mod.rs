@@ -1037,6 +1037,30 @@ impl Peers {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// `(attestation_status, attestation_count)` of a push-mode agent.
+    pub fn push_status(&self, id: &str) -> (String, i64) {
+        let r = self.verifier_agent(id);
+        (
+            r["attestation_status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            r["attestation_count"].as_i64().unwrap_or(-1),
+        )
+    }
+
+    /// Waits up to `secs` for [`Self::push_status`] to satisfy `cond`.
+    pub fn wait_push_status(&self, id: &str, secs: u64, cond: impl Fn(&str, i64) -> bool) {
+        assert!(
+            wait_until(secs, || {
+                let (s, c) = self.push_status(id);
+                cond(&s, c)
+            }),
+            "verifier: {}",
+            self.verifier_agent(id)
+        );
+    }
+
     /// What the verifier has logged so far.
     pub fn verifier_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("verifier.log")).unwrap_or_default()
