@@ -40,7 +40,14 @@ fn config_lines(dir: &Path, peers: &Peers) -> Vec<String> {
     let ima = dir.join("ima");
     let uefi = dir.join("uefi");
     std::fs::write(&ima, "").expect("ima");
-    std::fs::write(&uefi, [0u8; 32]).expect("uefi");
+    let made = Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
+        .arg("write")
+        .arg(&uefi)
+        .arg("--keys")
+        .arg(dir.join("boot-keys"))
+        .output()
+        .expect("tcg_boot_log");
+    assert!(made.status.success(), "tcg_boot_log write");
     let mut lines = agent_lines(dir, ID, Some(peers));
     lines.push(format!("ima_ml_path = {:?}", ima.display().to_string()));
     lines.push(format!(
@@ -101,6 +108,10 @@ fn check_prints_all_ok_against_swtpm_and_the_real_registrar_and_changes_nothing(
     );
     assert!(text.contains("valid until"), "and expiry:\n{text}");
     assert!(text.contains("API 2.6"), "the registrar's API:\n{text}");
+    assert!(
+        text.contains("TCG2 log, 38 events, banks sha256, PCRs 0,1,2,3,4,5,6,7,8,9,14"),
+        "the boot log:\n{text}"
+    );
 
     // --json says the same.
     let out = check(&config, &tpm.tcti(), &["--json"]);
@@ -165,6 +176,28 @@ fn check_names_a_stopped_tpm_an_unreadable_ca_and_a_registrar_that_is_down() {
     assert_eq!(fails.len(), 1, "{text}");
     assert!(
         fails[0].contains("trusted_client_ca") && fails[0].contains("garbage-ca.pem"),
+        "{text}"
+    );
+
+    // A boot log that is not a TCG2 log: the agent will not send it.
+    let not_a_log = dir.path().join("not-a-log");
+    std::fs::write(&not_a_log, [0u8; 32]).expect("write");
+    let mut bad_log = lines.clone();
+    bad_log.retain(|l| !l.starts_with("measuredboot_ml_path"));
+    bad_log.push(format!(
+        "measuredboot_ml_path = {:?}",
+        not_a_log.display().to_string()
+    ));
+    let out = check(&write_config(dir.path(), &bad_log), &tpm.tcti(), &[]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "the agent attests without it:\n{text}"
+    );
+    let warnings = lines_with(&text, "WARN");
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("uefi_log") && warnings[0].contains("not a TCG2 event log"),
         "{text}"
     );
 

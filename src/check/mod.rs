@@ -10,7 +10,9 @@ use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 
 use crate::agent::{registrar_endpoint, tpm_config, FrontEnd};
+use crate::algorithms::HashAlg;
 use crate::config::{Config, ConfigError, Loaded};
+use crate::evidence::tcg::EventLog;
 use crate::http_client::{self, ServerTrust};
 use crate::payload::secure_dir;
 use crate::registrar::RegistrarClient;
@@ -74,11 +76,7 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
         &config.ima_ml_path,
         "quotes go out without an IMA list; enable IMA (ima_policy=tcb) or correct ima_ml_path",
     ));
-    out.push(log_file(
-        "uefi_log",
-        &config.measuredboot_ml_path,
-        "quotes go out without a boot log; measured-boot policies need it (correct measuredboot_ml_path)",
-    ));
+    out.push(uefi_log(&config));
     out.push(run_as(&config));
     report
 }
@@ -365,6 +363,69 @@ fn log_file(item: &'static str, path: &Path, missing_fix: &str) -> Finding {
             "start the agent as a user that can read it",
         ),
     }
+}
+
+/// The boot log: readable, a TCG2 log, with the quoted bank.
+fn uefi_log(config: &Config) -> Finding {
+    let path = &config.measuredboot_ml_path;
+    let readable = log_file(
+        "uefi_log",
+        path,
+        "quotes go out without a boot log; measured-boot policies need it (correct measuredboot_ml_path)",
+    );
+    if readable.status != Status::Ok {
+        return readable;
+    }
+    let parsed = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| EventLog::parse(&bytes).map_err(|e| e.to_string()));
+    let log = match parsed {
+        Ok(log) => log,
+        Err(e) => {
+            return Finding::warn(
+                "uefi_log",
+                format!("{} is not a TCG2 event log: {e}", path.display()),
+                "the agent will not send it; point measuredboot_ml_path at the firmware's binary_bios_measurements",
+            )
+        }
+    };
+    let banks: Vec<String> = log.banks.iter().map(|(alg, _)| bank_name(*alg)).collect();
+    let pcrs: Vec<String> = (0..24)
+        .filter(|p| log.covered_pcrs() & 1 << p != 0)
+        .map(|p: u32| p.to_string())
+        .collect();
+    let summary = format!(
+        "{}: TCG2 log, {} events, banks {}, PCRs {}",
+        path.display(),
+        log.events.len(),
+        banks.join(", "),
+        pcrs.join(",")
+    );
+    let quoted = config.tpm_hash_alg;
+    if log.banks.iter().any(|(alg, _)| *alg == quoted.tpm_alg_id()) {
+        Finding::ok("uefi_log", summary)
+    } else {
+        Finding::warn(
+            "uefi_log",
+            format!(
+                "{summary}: no {} bank, which the agent quotes",
+                quoted.as_str()
+            ),
+            "the agent will not send it; set tpm_hash_alg to a bank the log has",
+        )
+    }
+}
+
+fn bank_name(alg: u16) -> String {
+    [
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ]
+    .into_iter()
+    .find(|h| h.tpm_alg_id() == alg)
+    .map_or_else(|| format!("{alg:#06x}"), |h| h.as_str().to_string())
 }
 
 fn run_as(config: &Config) -> Finding {
