@@ -198,7 +198,15 @@ fn identity_quote_fields_types_and_pcr16_binding() {
 #[test]
 fn integrity_quote_partial_ima_offsets_and_uefi_log() {
     let uefi = tempfile::NamedTempFile::new().expect("uefi");
-    std::fs::write(uefi.path(), b"\x00\x01binary event log").expect("write");
+    let keys = tempfile::tempdir().expect("keys");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
+        .arg("write")
+        .arg(uefi.path())
+        .arg("--keys")
+        .arg(keys.path())
+        .output()
+        .expect("tcg_boot_log");
+    assert!(made.status.success(), "tcg_boot_log write");
     let Some(s) = serve(
         &[format!(
             "measuredboot_ml_path = {:?}",
@@ -223,7 +231,7 @@ fn integrity_quote_partial_ima_offsets_and_uefi_log() {
     );
     assert!(
         r.get("mb_measurement_list").is_none(),
-        "no PCR 0, no UEFI log"
+        "no boot PCR, no UEFI log"
     );
     assert!(r.get("boottime").is_none());
     let blob = B64
@@ -255,7 +263,10 @@ fn integrity_quote_partial_ima_offsets_and_uefi_log() {
     );
     assert_eq!(
         r["mb_measurement_list"].as_str(),
-        Some(B64.encode(b"\x00\x01binary event log").as_str())
+        Some(
+            B64.encode(std::fs::read(uefi.path()).expect("log"))
+                .as_str()
+        )
     );
 
     let (_, at_end) = s.get(&format!(
