@@ -199,14 +199,7 @@ fn identity_quote_fields_types_and_pcr16_binding() {
 fn integrity_quote_partial_ima_offsets_and_uefi_log() {
     let uefi = tempfile::NamedTempFile::new().expect("uefi");
     let keys = tempfile::tempdir().expect("keys");
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
-        .arg("write")
-        .arg(uefi.path())
-        .arg("--keys")
-        .arg(keys.path())
-        .output()
-        .expect("tcg_boot_log");
-    assert!(made.status.success(), "tcg_boot_log write");
+    common::boot_log(uefi.path(), keys.path(), &[]);
     let Some(s) = serve(
         &[format!(
             "measuredboot_ml_path = {:?}",

@@ -40,14 +40,7 @@ fn config_lines(dir: &Path, peers: &Peers) -> Vec<String> {
     let ima = dir.join("ima");
     let uefi = dir.join("uefi");
     std::fs::write(&ima, "").expect("ima");
-    let made = Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
-        .arg("write")
-        .arg(&uefi)
-        .arg("--keys")
-        .arg(dir.join("boot-keys"))
-        .output()
-        .expect("tcg_boot_log");
-    assert!(made.status.success(), "tcg_boot_log write");
+    common::boot_log(&uefi, &dir.join("boot-keys"), &[]);
     let mut lines = agent_lines(dir, ID, Some(peers));
     lines.push(format!("ima_ml_path = {:?}", ima.display().to_string()));
     lines.push(format!(

@@ -28,22 +28,10 @@ const MB_MASK: &str = "0xfbff";
 const GET_QUOTE: i64 = 3;
 const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
 
-/// `tcg_boot_log write LOG --keys KEYS ARGS`; returns LOG.
+/// `tcg_boot_log write DIR/NAME --keys KEYS ARGS`; returns the log.
 fn write_log(dir: &Path, name: &str, keys: &Path, args: &[&str]) -> PathBuf {
     let log = dir.join(name);
-    let out = Command::new(GENERATOR)
-        .arg("write")
-        .arg(&log)
-        .arg("--keys")
-        .arg(keys)
-        .args(args)
-        .output()
-        .expect("tcg_boot_log");
-    assert!(
-        out.status.success(),
-        "tcg_boot_log write: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::boot_log(&log, keys, args);
     log
 }
 
@@ -282,6 +270,36 @@ fn reference_state(peers: &Peers, log: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// The verifier judging boots with its `example` policy, on every quote.
+const EXAMPLE_POLICY: &[(&str, &str)] = &[
+    ("KEYLIME_VERIFIER_MEASURED_BOOT_POLICY_NAME", "example"),
+    ("KEYLIME_VERIFIER_MEASURED_BOOT_EVALUATE", "always"),
+];
+
+/// The reference boot: its log (with the Secure Boot keys in `keys`) and
+/// the reference state `keylime-policy` made from it, in `work`.
+struct Reference {
+    work: tempfile::TempDir,
+    keys: PathBuf,
+    good: PathBuf,
+    refstate: PathBuf,
+}
+
+impl Reference {
+    fn made(peers: &Peers) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let keys = work.path().join("keys");
+        let good = write_log(work.path(), "good.log", &keys, &[]);
+        let refstate = reference_state(peers, &good, &work.path().join("refstate.json"));
+        Self {
+            work,
+            keys,
+            good,
+            refstate,
+        }
+    }
+}
+
 /// `keylime_tenant -c add --mb-policy REFSTATE` (with the PCR 17 policy).
 fn tenant_add_with_mb_policy(peers: &Peers, machine: &Machine, refstate: &Path) {
     peers.tenant_add(
@@ -318,19 +336,15 @@ fn wait_failed(peers: &Peers, id: &str, event: &str) -> serde_json::Value {
 
 #[test]
 fn the_example_policy_passes_the_boot_it_was_made_from_and_fails_every_other() {
-    let Some(peers) = Peers::start_with_env(
-        "all",
-        &[
-            ("KEYLIME_VERIFIER_MEASURED_BOOT_POLICY_NAME", "example"),
-            ("KEYLIME_VERIFIER_MEASURED_BOOT_EVALUATE", "always"),
-        ],
-    ) else {
+    let Some(peers) = Peers::start_with_env("all", EXAMPLE_POLICY) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let keys = work.path().join("keys");
-    let good = write_log(work.path(), "good.log", &keys, &[]);
-    let refstate = reference_state(&peers, &good, &work.path().join("refstate.json"));
+    let Reference {
+        work,
+        keys,
+        good,
+        refstate,
+    } = Reference::made(&peers);
     let secure_boot_off = write_log(work.path(), "sb-off.log", &keys, &["--secure-boot", "off"]);
     let other_kernel = write_log(work.path(), "kernel.log", &keys, &["--kernel-build", "2"]);
 
@@ -396,10 +410,12 @@ fn accept_all_replays_the_log_against_the_quote_and_fails_a_pcr_the_log_does_not
     let Some(peers) = Peers::start("all") else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let keys = work.path().join("keys");
-    let good = write_log(work.path(), "good.log", &keys, &[]);
-    let refstate = reference_state(&peers, &good, &work.path().join("refstate.json"));
+    let Reference {
+        work: _work,
+        good,
+        refstate,
+        ..
+    } = Reference::made(&peers);
     let passes = boot_machine(&peers, "5d2e3f40-5b6c-4d7e-8f90-a1b2c3d4e501", &good, None);
     let fails = boot_machine(
         &peers,
@@ -436,19 +452,15 @@ fn latest_evidence_types(peers: &Peers, id: &str) -> Vec<String> {
 
 #[test]
 fn push_evidence_carries_the_log_and_the_verifier_judges_it() {
-    let Some(peers) = Peers::start_push(
-        "all",
-        &[
-            ("KEYLIME_VERIFIER_MEASURED_BOOT_POLICY_NAME", "example"),
-            ("KEYLIME_VERIFIER_MEASURED_BOOT_EVALUATE", "always"),
-        ],
-    ) else {
+    let Some(peers) = Peers::start_push("all", EXAMPLE_POLICY) else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let keys = work.path().join("keys");
-    let good = write_log(work.path(), "good.log", &keys, &[]);
-    let refstate = reference_state(&peers, &good, &work.path().join("refstate.json"));
+    let Reference {
+        work,
+        good,
+        refstate,
+        ..
+    } = Reference::made(&peers);
     let ima = work.path().join("ascii_runtime_measurements");
     std::fs::write(&ima, "").unwrap();
 

@@ -259,36 +259,41 @@ fn parse_spec_id(spec: &[u8]) -> Result<Vec<(u16, u16)>, LogError> {
     Ok(banks)
 }
 
+/// A log written by hand for tests: the Spec ID event (sha256 only),
+/// then one separator per `(pcr, fill)` whose digest is 32 `fill` bytes.
+#[cfg(test)]
+pub(crate) fn sample_log(events: &[(u32, u8)]) -> Vec<u8> {
+    let mut spec = SPEC_ID_SIGNATURE.to_vec();
+    spec.extend_from_slice(&0u32.to_le_bytes()); // platform class
+    spec.extend_from_slice(&[0, 2, 0, 2]); // 2.0, errata 0, uintn 64-bit
+    spec.extend_from_slice(&1u32.to_le_bytes());
+    spec.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
+    spec.extend_from_slice(&32u16.to_le_bytes());
+    spec.push(0); // vendor info size
+    let mut log = Vec::new();
+    log.extend_from_slice(&0u32.to_le_bytes());
+    log.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
+    log.extend_from_slice(&[0; 20]);
+    log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+    log.extend_from_slice(&spec);
+    for (pcr, fill) in events {
+        log.extend_from_slice(&pcr.to_le_bytes());
+        log.extend_from_slice(&4u32.to_le_bytes()); // EV_SEPARATOR
+        log.extend_from_slice(&1u32.to_le_bytes());
+        log.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
+        log.extend_from_slice(&[*fill; 32]);
+        log.extend_from_slice(&4u32.to_le_bytes());
+        log.extend_from_slice(&[0; 4]);
+    }
+    log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A minimal log written by hand: Spec ID (sha256 only), one event in
-    /// PCR 0 and one in PCR 7.
     fn tiny_log() -> Vec<u8> {
-        let mut spec = SPEC_ID_SIGNATURE.to_vec();
-        spec.extend_from_slice(&0u32.to_le_bytes()); // platform class
-        spec.extend_from_slice(&[0, 2, 0, 2]); // 2.0, errata 0, uintn 64-bit
-        spec.extend_from_slice(&1u32.to_le_bytes());
-        spec.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
-        spec.extend_from_slice(&32u16.to_le_bytes());
-        spec.push(0); // vendor info size
-        let mut log = Vec::new();
-        log.extend_from_slice(&0u32.to_le_bytes());
-        log.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
-        log.extend_from_slice(&[0; 20]);
-        log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
-        log.extend_from_slice(&spec);
-        for (pcr, fill) in [(0u32, 0x11u8), (7, 0x77)] {
-            log.extend_from_slice(&pcr.to_le_bytes());
-            log.extend_from_slice(&4u32.to_le_bytes()); // EV_SEPARATOR
-            log.extend_from_slice(&1u32.to_le_bytes());
-            log.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
-            log.extend_from_slice(&[fill; 32]);
-            log.extend_from_slice(&4u32.to_le_bytes());
-            log.extend_from_slice(&[0; 4]);
-        }
-        log
+        sample_log(&[(0, 0x11), (7, 0x77)])
     }
 
     #[test]

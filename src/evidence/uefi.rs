@@ -150,32 +150,12 @@ fn read(path: &std::path::Path, bank: u16) -> Result<Usable, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tcg::{TPM_ALG_SHA1, TPM_ALG_SHA256};
+    use super::super::tcg::{sample_log, TPM_ALG_SHA1, TPM_ALG_SHA256};
     use super::*;
 
     /// A TCG2 log (sha256 only) with separators in PCRs 0 and 7.
     fn log_bytes(fill: u8) -> Vec<u8> {
-        let mut spec = b"Spec ID Event03\0".to_vec();
-        spec.extend_from_slice(&0u32.to_le_bytes());
-        spec.extend_from_slice(&[0, 2, 0, 2]);
-        spec.extend_from_slice(&1u32.to_le_bytes());
-        spec.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
-        spec.extend_from_slice(&32u16.to_le_bytes());
-        spec.push(0);
-        let mut log = [0u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
-        log.extend_from_slice(&[0; 20]);
-        log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
-        log.extend_from_slice(&spec);
-        for pcr in [0u32, 7] {
-            log.extend_from_slice(&pcr.to_le_bytes());
-            log.extend_from_slice(&4u32.to_le_bytes());
-            log.extend_from_slice(&1u32.to_le_bytes());
-            log.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
-            log.extend_from_slice(&[fill; 32]);
-            log.extend_from_slice(&4u32.to_le_bytes());
-            log.extend_from_slice(&[0; 4]);
-        }
-        log
+        sample_log(&[(0, fill), (7, fill)])
     }
 
     #[tokio::test]

@@ -740,6 +740,24 @@ impl Peers {
     }
 }
 
+/// Writes a UEFI Secure Boot event log to `log` with `tcg_boot_log write`
+/// (its certificates in `keys`, made there if missing), with `args`.
+pub fn boot_log(log: &Path, keys: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
+        .arg("write")
+        .arg(log)
+        .arg("--keys")
+        .arg(keys)
+        .args(args)
+        .output()
+        .expect("tcg_boot_log");
+    assert!(
+        out.status.success(),
+        "tcg_boot_log write: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Appends `count` synthetic IMA entries from index `start` to `file`
 /// (and writes a policy allowing all of them when `policy` is given);
 /// returns the SHA-256 template hashes to extend into PCR 10.
