@@ -27,7 +27,7 @@ pub fn stats(mut ms: Vec<f64>) -> (f64, f64) {
 
 /// The TPM transaction behind one quote (`request`), through the agent's
 /// own TPM owner, in this process (no HTTP, no TLS): median and p95 ms.
-pub fn tpm_cost(tpm: &Swtpm, dir: &Path, request: QuoteRequest, samples: usize) -> (f64, f64) {
+fn tpm_config(tpm: &Swtpm, dir: &Path) -> (TpmConfig, std::path::PathBuf) {
     let file = write_config(
         dir,
         &[
@@ -36,9 +36,8 @@ pub fn tpm_cost(tpm: &Swtpm, dir: &Path, request: QuoteRequest, samples: usize) 
         ],
     );
     let config = common::load_config(file, tpm.tcti());
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let tpm = Tpm::start(TpmConfig {
+    (
+        TpmConfig {
             tcti: config.tcti.clone(),
             hash_alg: config.tpm_hash_alg,
             encryption_alg: config.tpm_encryption_alg,
@@ -46,9 +45,17 @@ pub fn tpm_cost(tpm: &Swtpm, dir: &Path, request: QuoteRequest, samples: usize) 
             ek_handle: None,
             owner_auth: config.tpm_ownerpassword.clone(),
             ak_store: config.agent_data_path.clone(),
-        })
-        .await
-        .expect("tpm");
+        },
+        config.agent_data_path,
+    )
+}
+
+/// The TPM's own cost of an integrity quote: `samples` quotes in-process.
+pub fn tpm_cost(tpm: &Swtpm, dir: &Path, request: QuoteRequest, samples: usize) -> (f64, f64) {
+    let (config, ak_store) = tpm_config(tpm, dir);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let tpm = Tpm::start(config).await.expect("tpm");
         for _ in 0..5 {
             tpm.quote(request.clone()).await.expect("quote");
         }
@@ -60,9 +67,25 @@ pub fn tpm_cost(tpm: &Swtpm, dir: &Path, request: QuoteRequest, samples: usize) 
         }
         tpm.shutdown().await;
         // The agent binary that runs next creates its own AK.
-        let _ = std::fs::remove_file(&config.agent_data_path);
+        let _ = std::fs::remove_file(&ak_store);
         stats(ms)
     })
+}
+
+/// The TPM's own cost of a first start: the EK made from its template and
+/// a new AK, in-process on a fresh swtpm (ms).
+pub fn tpm_first_start_ms() -> Option<f64> {
+    let tpm = Swtpm::start()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = tpm_config(&tpm, dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    Some(rt.block_on(async {
+        let start = Instant::now();
+        let tpm = Tpm::start(config).await.expect("tpm");
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        tpm.shutdown().await;
+        ms
+    }))
 }
 
 pub fn rss_kib(pid: u32) -> u64 {

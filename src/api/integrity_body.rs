@@ -8,17 +8,18 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncReadExt;
 
-use crate::evidence::{escape_json_into, ImaSlice};
+use crate::evidence::{escape_json_into, ImaSlice, SliceReader};
 
 /// IMA slices up to this size are sent in one piece (one sized body, few
 /// TLS records); larger ones are streamed.
 const INLINE_LIMIT: u64 = 256 * 1024;
 /// Raw bytes per streamed chunk.
 const STREAM_CHUNK: usize = 512 * 1024;
-/// Escaped-chunk buffers kept for reuse, and the largest one kept: the
+/// Escaped-chunk buffers kept for reuse (one being escaped, one or two
+/// queued in the response, one being written), and the largest one kept: the
 /// allocator then never sees a megabyte freed on one thread and asked for
 /// on another, which made its per-thread arenas grow with every full log.
-const POOLED_BUFFERS: usize = 3;
+const POOLED_BUFFERS: usize = 4;
 const POOLED_CAPACITY: usize = 2 * STREAM_CHUNK;
 
 static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
@@ -57,6 +58,23 @@ impl Drop for Pooled {
     }
 }
 
+/// What one blocking step yields: the raw bytes read (0 at the end), the
+/// escaped chunk, and the reader and raw buffer for the next step.
+type Chunk = (usize, Bytes, SliceReader, Vec<u8>);
+
+/// Starts reading and escaping the next chunk on the blocking pool.
+fn next_chunk(
+    mut reader: SliceReader,
+    mut raw: Vec<u8>,
+) -> tokio::task::JoinHandle<std::io::Result<Chunk>> {
+    tokio::task::spawn_blocking(move || {
+        let n = reader.read_chunk(&mut raw, STREAM_CHUNK)?;
+        let mut escaped = Pooled::take();
+        escape_json_into(&mut escaped, &raw[..n]);
+        Ok((n, Bytes::from_owner(Pooled(escaped)), reader, raw))
+    })
+}
+
 /// Builds the 200 response: `results` plus, when present, the IMA list.
 pub async fn respond(
     mut results: Map<String, Value>,
@@ -88,22 +106,17 @@ pub async fn respond(
             .await
             .map_err(std::io::Error::other)??
     };
-    // Each chunk is read and escaped in one blocking step: one thread hop
-    // per 512 KiB; the raw buffer is reused, the escaped ones come from the
+    // Each chunk is read and escaped in one blocking step, and the next
+    // step starts as soon as a chunk is handed to the response: chunk k+1
+    // is escaped on one core while chunk k is encrypted and written on the
+    // other. No thread waits on a slow client: a step only ever reads and
+    // escapes. The raw buffer is reused; the escaped ones come from the
     // pool.
-    let body = stream::unfold(Some((reader, Vec::new())), |state| async move {
-        let (mut reader, mut raw) = state?;
-        let step = tokio::task::spawn_blocking(move || {
-            let n = reader.read_chunk(&mut raw, STREAM_CHUNK)?;
-            let mut escaped = Pooled::take();
-            escape_json_into(&mut escaped, &raw[..n]);
-            Ok::<_, std::io::Error>((n, Bytes::from_owner(Pooled(escaped)), reader, raw))
-        })
-        .await
-        .map_err(std::io::Error::other);
+    let body = stream::unfold(Some(next_chunk(reader, Vec::new())), |state| async move {
+        let step = state?.await.map_err(std::io::Error::other);
         match step {
             Ok(Ok((0, ..))) => None,
-            Ok(Ok((_, bytes, reader, raw))) => Some((Ok(bytes), Some((reader, raw)))),
+            Ok(Ok((_, bytes, reader, raw))) => Some((Ok(bytes), Some(next_chunk(reader, raw)))),
             Ok(Err(e)) | Err(e) => Some((Err(e), None)),
         }
     });
