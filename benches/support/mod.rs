@@ -25,8 +25,8 @@ pub fn stats(mut ms: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.95))
 }
 
-/// The TPM transaction behind one quote (`request`), through the agent's
-/// own TPM owner, in this process (no HTTP, no TLS): median and p95 ms.
+/// The agent's TPM settings for a state directory `dir` on `tpm`, and
+/// where the AK is persisted.
 fn tpm_config(tpm: &Swtpm, dir: &Path) -> (TpmConfig, std::path::PathBuf) {
     let file = write_config(
         dir,
@@ -50,7 +50,8 @@ fn tpm_config(tpm: &Swtpm, dir: &Path) -> (TpmConfig, std::path::PathBuf) {
     )
 }
 
-/// The TPM's own cost of an integrity quote: `samples` quotes in-process.
+/// The TPM transaction behind one quote (`request`), through the agent's
+/// own TPM owner, in this process (no HTTP, no TLS): median and p95 ms.
 pub fn tpm_cost(tpm: &Swtpm, dir: &Path, request: QuoteRequest, samples: usize) -> (f64, f64) {
     let (config, ak_store) = tpm_config(tpm, dir);
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -58,7 +58,13 @@ impl Owner {
     /// Opens the TPM and sets up EK, EK certificate and AK. On failure every
     /// object created so far is flushed.
     pub(super) fn open(config: &TpmConfig) -> Result<Self, TpmError> {
+        let began = Instant::now();
         let (live, keys) = Live::open(config)?;
+        // On a first start this is mostly the TPM making the EK and AK.
+        tracing::info!(
+            "TPM ready in {} ms (EK and AK loaded)",
+            began.elapsed().as_millis()
+        );
         Ok(Self {
             config: config.clone(),
             live: Some(live),
