@@ -659,3 +659,27 @@ fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_within_5_s() {
         "one line when it went away: {log}"
     );
 }
+
+/// A hash bank the TPM has not allocated (this swtpm has sha256 only)
+/// stops the agent at start with one line naming the key and the banks it
+/// has, instead of a TPM owner looping on PCR_Read at the first quote.
+#[test]
+fn a_bank_the_tpm_lacks_stops_the_agent_at_start_naming_tpm_hash_alg() {
+    let Some(tpm) = common::Swtpm::start() else {
+        return;
+    };
+    let dir = common::state_dir();
+    let mut lines = common::agent_lines(dir.path(), "0e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a4b", None);
+    lines.push("tpm_hash_alg = \"sha1\"".into());
+    let file = common::write_config(dir.path(), &lines);
+    let mut agent = common::Agent::spawn(&file, &tpm.tcti(), &[]);
+    let code = agent.wait_exit(30);
+    let output = agent.output();
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {output}");
+    assert!(
+        output.contains(
+            "tpm_hash_alg = sha1: the TPM has no allocated sha1 PCR bank (it has sha256)"
+        ),
+        "{output}"
+    );
+}

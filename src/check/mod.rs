@@ -10,9 +10,8 @@ use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 
 use crate::agent::{registrar_endpoint, tpm_config, FrontEnd};
-use crate::algorithms::HashAlg;
 use crate::config::{Config, ConfigError, Loaded};
-use crate::evidence::tcg::EventLog;
+use crate::evidence::tcg::{bank_name, EventLog};
 use crate::http_client::{self, ServerTrust};
 use crate::payload::secure_dir;
 use crate::registrar::RegistrarClient;
@@ -414,18 +413,6 @@ fn uefi_log(config: &Config) -> Finding {
             "the agent will not send it; set tpm_hash_alg to a bank the log has",
         )
     }
-}
-
-fn bank_name(alg: u16) -> String {
-    [
-        HashAlg::Sha1,
-        HashAlg::Sha256,
-        HashAlg::Sha384,
-        HashAlg::Sha512,
-    ]
-    .into_iter()
-    .find(|h| h.tpm_alg_id() == alg)
-    .map_or_else(|| format!("{alg:#06x}"), |h| h.as_str().to_string())
 }
 
 fn run_as(config: &Config) -> Finding {

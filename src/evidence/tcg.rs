@@ -220,6 +220,17 @@ impl EventLog {
     }
 }
 
+/// The name of a bank (`sha256`), or its TPM_ALG_ID in hex.
+pub fn bank_name(alg: u16) -> String {
+    match alg {
+        TPM_ALG_SHA1 => "sha1".into(),
+        TPM_ALG_SHA256 => "sha256".into(),
+        TPM_ALG_SHA384 => "sha384".into(),
+        TPM_ALG_SHA512 => "sha512".into(),
+        other => format!("{other:#06x}"),
+    }
+}
+
 /// The OpenSSL digest of a bank.
 pub fn message_digest(alg: u16) -> Option<openssl::hash::MessageDigest> {
     use openssl::hash::MessageDigest;

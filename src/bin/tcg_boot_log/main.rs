@@ -24,9 +24,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use keylime_agent::evidence::tcg::{
-    EventLog, TPM_ALG_SHA1, TPM_ALG_SHA256, TPM_ALG_SHA384, TPM_ALG_SHA512,
-};
+use keylime_agent::evidence::tcg::{bank_name, EventLog};
 
 #[derive(Parser)]
 #[command(about = "Write a UEFI Secure Boot event log, or replay one into a TPM")]
@@ -78,16 +76,6 @@ enum Command {
 fn bank(name: &str) -> anyhow::Result<encode::Bank> {
     encode::Bank::from_name(name)
         .with_context(|| format!("unknown bank {name:?} (sha1, sha256, sha384, sha512)"))
-}
-
-fn bank_name(alg: u16) -> String {
-    match alg {
-        TPM_ALG_SHA1 => "sha1".into(),
-        TPM_ALG_SHA256 => "sha256".into(),
-        TPM_ALG_SHA384 => "sha384".into(),
-        TPM_ALG_SHA512 => "sha512".into(),
-        other => format!("{other:#06x}"),
-    }
 }
 
 /// `{"events": n, "pcrs": {"sha256": {"0": "hex", ...}, ...}}`.
