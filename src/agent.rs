@@ -409,6 +409,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for note in peer_compat::default_list_notes(config.tpm_hash_alg, config.tpm_signing_alg) {
         tracing::info!("{note}");
     }
+    if config.run_as.is_some() {
+        core.attestation.hold_logs().await;
+    }
     let server = match core.bind_server(&config).and_then(|bound| {
         if let Some(run_as) = &config.run_as {
             let mut owned = vec![

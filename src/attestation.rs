@@ -199,6 +199,15 @@ impl Attestation {
         Ok(IntegrityEvidence { quote, ima, mb_log })
     }
 
+    /// Before the process drops to `run_as`: keeps the IMA log's
+    /// descriptor and reads the boot log, both readable by root only.
+    pub async fn hold_logs(&self) {
+        if let Err(e) = self.ima.hold_open() {
+            tracing::warn!("cannot open the IMA log before dropping privileges: {e}");
+        }
+        let _ = self.uefi.whole().await;
+    }
+
     /// What push-model capabilities can offer now: the IMA log's entry
     /// count (`None` without a log) and whether a UEFI log is readable.
     pub async fn inventory(&self) -> Result<EvidenceInventory, AttestationError> {

@@ -480,7 +480,19 @@ fn run_as_drops_root_and_the_agent_keeps_answering() {
         common::skip::<()>("no keylime user (swtpm-ci/install creates it)");
         return;
     };
-    let Some(s) = serve(&["run_as = \"keylime:tss\"".into()], 3) else {
+    let keys = tempfile::tempdir().expect("keys");
+    let boot_log = keys.path().join("binary_bios_measurements");
+    common::boot_log(&boot_log, &keys.path().join("keys"), &[]);
+    let Some(s) = serve(
+        &[
+            "run_as = \"keylime:tss\"".into(),
+            format!(
+                "measuredboot_ml_path = {:?}",
+                boot_log.display().to_string()
+            ),
+        ],
+        3,
+    ) else {
         return;
     };
     let log = s.agent.output();
@@ -499,6 +511,24 @@ fn run_as_drops_root_and_the_agent_keeps_answering() {
         "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=0&ima_ml_entry=0"
     ));
     assert_eq!(status, 200, "{body}");
+    // The kernel's logs are root-only: the agent still serves them, from
+    // what it opened before dropping root.
+    use std::os::unix::fs::PermissionsExt;
+    for log in [&s.ima, &boot_log] {
+        std::fs::set_permissions(log, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    }
+    let (status, body) = s.get(&format!(
+        "/v2.6/quotes/integrity?nonce={NONCE}&mask=0x1&partial=1&ima_ml_entry=1"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"]["ima_measurement_list"]
+            .as_str()
+            .map(|l| l.lines().count()),
+        Some(2),
+        "{body}"
+    );
+    assert!(body["results"]["mb_measurement_list"].is_string(), "{body}");
     let owner = std::os::unix::fs::MetadataExt::uid(
         &std::fs::metadata(s.dir.path().join("agent_data.json")).expect("meta"),
     );

@@ -6,7 +6,6 @@ use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncReadExt;
 
 use crate::evidence::{escape_json_into, ImaSlice, SliceReader};
 
@@ -85,8 +84,7 @@ pub async fn respond(
     };
     results.insert("ima_measurement_list_entry".into(), json!(ima.entry));
     if ima.len <= INLINE_LIMIT {
-        let mut text = Vec::with_capacity(usize::try_from(ima.len).unwrap_or(0));
-        ima.open().await?.read_to_end(&mut text).await?;
+        let text = ima.read_all().await?;
         results.insert(
             "ima_measurement_list".into(),
             Value::String(String::from_utf8_lossy(&text).into_owned()),

@@ -3,14 +3,18 @@
 //! costs the lines it returns (plus any lines appended since the last one),
 //! never a re-read of the whole log. The slice handed out is a byte range
 //! streamed straight from the file, so a large log is never held in memory.
+//!
+//! The kernel's list is readable by root only. [`ImaLog::hold_open`], called
+//! before the agent drops to `run_as`, keeps a descriptor opened as root;
+//! when the path can no longer be opened, reads go through a duplicate of
+//! it. Every read is positional (`pread`), so duplicates sharing one file
+//! offset never race.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Read size when scanning for new lines.
 const SCAN_CHUNK: usize = 64 * 1024;
@@ -18,16 +22,40 @@ const SCAN_CHUNK: usize = 64 * 1024;
 /// The IMA log at one path, with its line index.
 #[derive(Debug, Clone)]
 pub struct ImaLog {
-    path: PathBuf,
+    file: LogFile,
     index: Arc<Mutex<LineIndex>>,
 }
 
+/// Where the log is read from: its path, or the descriptor held open.
+#[derive(Debug, Clone)]
+struct LogFile {
+    path: PathBuf,
+    held: Arc<OnceLock<File>>,
+}
+
+impl LogFile {
+    /// The log opened for reading; `None` when there is none. A path the
+    /// process may no longer open (it dropped root) falls back to the held
+    /// descriptor.
+    fn open(&self) -> io::Result<Option<File>> {
+        match File::open(&self.path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => match self.held.get() {
+                Some(held) => held.try_clone().map(Some),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A run of whole lines to send: entries from `entry` on, `len` bytes at `offset`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ImaSlice {
     /// The first entry returned (`ima_measurement_list_entry`).
     pub entry: u64,
-    path: PathBuf,
+    file: LogFile,
     offset: u64,
     /// Bytes in the slice (whole lines, each ending in `\n`).
     pub len: u64,
@@ -47,8 +75,25 @@ impl ImaLog {
     /// A log at `path`; nothing is read until the first request.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
-            path: path.into(),
+            file: LogFile {
+                path: path.into(),
+                held: Arc::default(),
+            },
             index: Arc::default(),
+        }
+    }
+
+    /// Opens the log now and keeps the descriptor, for reads after the
+    /// process gives up the right to open it. A missing log is not an
+    /// error (there is nothing to hold).
+    pub fn hold_open(&self) -> io::Result<()> {
+        match File::open(&self.file.path) {
+            Ok(f) => {
+                let _ = self.file.held.set(f);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -75,7 +120,7 @@ impl ImaLog {
     }
 
     fn slice_blocking(&self, entry: u64) -> io::Result<Option<ImaSlice>> {
-        self.with_index(|index, path| {
+        self.with_index(|index, file| {
             let lines = index.line_starts.len() as u64;
             let entry = if entry > lines { 0 } else { entry };
             let offset = usize::try_from(entry)
@@ -84,7 +129,7 @@ impl ImaLog {
                 .unwrap_or(index.scanned);
             Ok(ImaSlice {
                 entry,
-                path: path.clone(),
+                file: file.clone(),
                 offset,
                 len: index.scanned - offset,
             })
@@ -95,26 +140,24 @@ impl ImaLog {
     /// there is no log file.
     fn with_index<T>(
         &self,
-        f: impl FnOnce(&LineIndex, &PathBuf) -> io::Result<T>,
+        f: impl FnOnce(&LineIndex, &LogFile) -> io::Result<T>,
     ) -> io::Result<Option<T>> {
-        let mut file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(file) = self.file.open()? else {
+            return Ok(None);
         };
         let mut index = self
             .index
             .lock()
             .map_err(|_| io::Error::other("IMA index lock poisoned"))?;
-        index.refresh(&mut file)?;
-        f(&index, &self.path).map(Some)
+        index.refresh(&file)?;
+        f(&index, &self.file).map(Some)
     }
 }
 
 impl LineIndex {
     /// Brings the index up to the file's current end. A replaced file, or
     /// one shorter than what was indexed, is indexed afresh.
-    fn refresh(&mut self, file: &mut File) -> io::Result<()> {
+    fn refresh(&mut self, file: &File) -> io::Result<()> {
         let meta = file.metadata()?;
         let identity = Some((meta.dev(), meta.ino()));
         // securityfs reports size 0, so size only says "shrunk" for regular files.
@@ -125,12 +168,11 @@ impl LineIndex {
                 ..Self::default()
             };
         }
-        file.seek(SeekFrom::Start(self.scanned))?;
         let mut buf = vec![0u8; SCAN_CHUNK];
         let mut pos = self.scanned;
         let mut line_start = self.scanned;
         loop {
-            let n = match file.read(&mut buf) {
+            let n = match file.read_at(&mut buf, pos) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -156,30 +198,39 @@ impl ImaSlice {
         self.len == 0
     }
 
-    /// Opens the slice for streaming: an async reader of exactly its bytes
-    /// (fewer if the file was truncated meanwhile).
-    pub async fn open(&self) -> io::Result<tokio::io::Take<tokio::fs::File>> {
-        let mut file = tokio::fs::File::open(&self.path).await?;
-        file.seek(SeekFrom::Start(self.offset)).await?;
-        Ok(file.take(self.len))
-    }
-
     /// Opens the slice for positional reads on a blocking thread (no
     /// async hop per read): see [`SliceReader::read_chunk`].
     pub fn open_blocking(&self) -> io::Result<SliceReader> {
+        let file = self
+            .file
+            .open()?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the IMA log is gone"))?;
         Ok(SliceReader {
-            file: File::open(&self.path)?,
+            file,
             next: self.offset,
             end: self.offset + self.len,
         })
     }
 
+    /// The whole slice in memory (fewer bytes if the file was truncated
+    /// meanwhile), read on a blocking thread.
+    pub async fn read_all(&self) -> io::Result<Vec<u8>> {
+        let slice = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = slice.open_blocking()?;
+            let mut out = Vec::new();
+            reader.read_chunk(&mut out, usize::try_from(slice.len).unwrap_or(usize::MAX))?;
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     /// The slice as text, for a body that carries it as one JSON string
     /// (push-model evidence).
     pub async fn read_text(&self) -> io::Result<String> {
-        let mut text = String::with_capacity(usize::try_from(self.len).unwrap_or(0));
-        self.open().await?.read_to_string(&mut text).await?;
-        Ok(text)
+        String::from_utf8(self.read_all().await?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
@@ -197,7 +248,6 @@ impl SliceReader {
     /// its contents); 0 at the end of the slice (or of a file truncated
     /// meanwhile).
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
         let want = usize::try_from(self.end.saturating_sub(self.next))
             .unwrap_or(usize::MAX)
             .min(max);
@@ -230,15 +280,7 @@ mod tests {
     }
 
     async fn text(slice: &ImaSlice) -> String {
-        let mut out = String::new();
-        slice
-            .open()
-            .await
-            .expect("open")
-            .read_to_string(&mut out)
-            .await
-            .expect("read");
-        out
+        slice.read_text().await.expect("read")
     }
 
     #[tokio::test]
@@ -321,6 +363,6 @@ mod tests {
     #[tokio::test]
     async fn a_missing_log_is_none() {
         let log = ImaLog::new("/nonexistent/ima");
-        assert_eq!(log.slice_from(0).await.expect("io"), None);
+        assert!(log.slice_from(0).await.expect("io").is_none());
     }
 }
