@@ -42,12 +42,7 @@ fn replay(tpm: &Swtpm, log: &Path, withhold: Option<usize>) {
     if let Some(n) = withhold {
         cmd.args(["--withhold", &n.to_string()]);
     }
-    let out = cmd.output().expect("tcg_boot_log");
-    assert!(
-        out.status.success(),
-        "tcg_boot_log replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&mut cmd, "tcg_boot_log replay");
 }
 
 /// The position (1-based, as `--withhold` counts) of GRUB's image event.
@@ -65,17 +60,12 @@ fn grub_event(log: &Path) -> usize {
 
 /// `{pcr: hex}` of one bank in `tpm2_eventlog`'s `pcrs:` section.
 fn tpm2_eventlog_pcrs(log: &Path, bank: &str) -> BTreeMap<u32, String> {
-    let out = Command::new("tpm2_eventlog")
-        .arg("--eventlog-version=2")
-        .arg(log)
-        .output()
-        .expect("tpm2_eventlog (tpm2-tools)");
-    assert!(
-        out.status.success(),
-        "tpm2_eventlog: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::run_ok(
+        Command::new("tpm2_eventlog")
+            .arg("--eventlog-version=2")
+            .arg(log),
+        "tpm2_eventlog (tpm2-tools)",
     );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
     let section = text.split("\npcrs:\n").nth(1).expect("pcrs section");
     let mut in_bank = false;
     let mut pcrs = BTreeMap::new();
@@ -127,13 +117,11 @@ fn the_log_replayed_into_swtpm_is_what_tpm2_eventlog_reads_and_the_agent_quotes(
     let log = write_log(work.path(), "boot.log", &keys, &["--banks", "sha256,sha1"]);
 
     // tpm2_eventlog parses it and replays it to what the generator says.
-    let out = Command::new(GENERATOR)
-        .arg("pcrs")
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::run_ok(
+        Command::new(GENERATOR).arg("pcrs").arg(&log),
+        "tcg_boot_log pcrs",
+    );
+    let ours: serde_json::Value = serde_json::from_str(&out).unwrap();
     for bank in ["sha256", "sha1"] {
         let theirs = tpm2_eventlog_pcrs(&log, bank);
         assert_eq!(theirs.len(), 11, "PCRs 0-9 and 14 in {bank}: {theirs:?}");

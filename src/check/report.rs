@@ -54,12 +54,7 @@ impl Finding {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            item,
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Self::with_fix(item, Status::Warn, detail.into(), fix.into())
     }
 
     pub(super) fn fail(
@@ -67,11 +62,15 @@ impl Finding {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
+        Self::with_fix(item, Status::Fail, detail.into(), fix.into())
+    }
+
+    fn with_fix(item: &'static str, status: Status, detail: String, fix: String) -> Self {
         Self {
             item,
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            status,
+            detail,
+            fix: Some(fix),
         }
     }
 }

@@ -85,21 +85,22 @@ impl UefiLog {
             .await
             .ok()
             .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
-        let cached = self.cached_for(stamp);
-        let mut entry = match cached {
-            Some(entry) => entry,
+        let (mut entry, fresh) = match self.cached_for(stamp) {
+            Some(entry) => (entry, false),
             None => {
                 let (path, bank) = (self.path.clone(), self.bank);
                 let log = tokio::task::spawn_blocking(move || read(&path, bank))
                     .await
                     .unwrap_or_else(|e| Err(format!("reading it failed: {e}")));
-                Cached {
+                let entry = Cached {
                     stamp,
                     log,
                     warned: false,
-                }
+                };
+                (entry, true)
             }
         };
+        let mut changed = fresh;
         if let Err(problem) = &entry.log {
             let absent = entry.stamp.is_none();
             if !entry.warned && (warn_if_absent || !absent) {
@@ -108,11 +109,15 @@ impl UefiLog {
                     self.path.display()
                 );
                 entry.warned = true;
+                changed = true;
             }
         }
         let usable = entry.log.clone().ok();
-        if let Ok(mut slot) = self.cached.lock() {
-            *slot = Some(entry);
+        // The usual case (the same file, nothing new to say) writes nothing.
+        if changed {
+            if let Ok(mut slot) = self.cached.lock() {
+                *slot = Some(entry);
+            }
         }
         usable
     }

@@ -51,6 +51,18 @@ fn curl_json(out: std::process::Output) -> Result<(u16, serde_json::Value), i32>
     ))
 }
 
+/// Runs `cmd`, asserts that it succeeded (naming `what` and its stderr
+/// otherwise), and returns its standard output.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Skips (returns `None`) with a printed reason, or panics under `CI=true`.
 pub fn skip<T>(reason: &str) -> Option<T> {
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -340,16 +352,12 @@ impl Peers {
     }
 
     pub fn service(&self, action: &str, which: &str) {
-        let out = Command::new(script("peers"))
-            .args([action])
-            .arg(self.dir.path())
-            .arg(which)
-            .output()
-            .expect("peers");
-        assert!(
-            out.status.success(),
-            "peers {action} {which}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(script("peers"))
+                .arg(action)
+                .arg(self.dir.path())
+                .arg(which),
+            &format!("peers {action} {which}"),
         );
     }
 
@@ -743,18 +751,14 @@ impl Peers {
 /// Writes a UEFI Secure Boot event log to `log` with `tcg_boot_log write`
 /// (its certificates in `keys`, made there if missing), with `args`.
 pub fn boot_log(log: &Path, keys: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
-        .arg("write")
-        .arg(log)
-        .arg("--keys")
-        .arg(keys)
-        .args(args)
-        .output()
-        .expect("tcg_boot_log");
-    assert!(
-        out.status.success(),
-        "tcg_boot_log write: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_tcg_boot_log"))
+            .arg("write")
+            .arg(log)
+            .arg("--keys")
+            .arg(keys)
+            .args(args),
+        "tcg_boot_log write",
     );
 }
 
@@ -770,13 +774,7 @@ pub fn ima_entries(file: &Path, count: usize, start: usize, policy: Option<&Path
     if let Some(p) = policy {
         cmd.arg("--policy").arg(p);
     }
-    let out = cmd.output().expect("ima-log");
-    assert!(
-        out.status.success(),
-        "ima-log: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    run_ok(&mut cmd, "ima-log")
         .lines()
         .map(|l| hex::decode(l.trim()).expect("hex"))
         .collect()
@@ -1040,19 +1038,14 @@ impl Peers {
     /// Runs a tool of the peers' venv (`keylime-policy`, ...) in their
     /// directory; asserts success and returns its standard output.
     pub fn run(&self, tool: &str, args: &[&str]) -> String {
-        let out = Command::new(script("peers"))
-            .arg("run")
-            .arg(self.dir.path())
-            .arg(tool)
-            .args(args)
-            .output()
-            .expect("peers run");
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        run_ok(
+            Command::new(script("peers"))
+                .arg("run")
+                .arg(self.dir.path())
+                .arg(tool)
+                .args(args),
+            &format!("{tool} {args:?}"),
+        )
     }
 
     /// `(attestation_status, attestation_count)` of a push-mode agent.
@@ -1087,18 +1080,8 @@ impl Peers {
     /// Creates the tenant's certificate authority for `--cert` packages.
     pub fn init_ca(&self) -> PathBuf {
         let ca = self.dir.path().join("tenant-ca");
-        let out = Command::new(script("peers"))
-            .args(["run"])
-            .arg(self.dir.path())
-            .args(["keylime_ca", "-c", "init", "-d"])
-            .arg(&ca)
-            .output()
-            .expect("keylime_ca");
-        assert!(
-            out.status.success(),
-            "keylime_ca init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dir = ca.to_str().expect("utf8");
+        self.run("keylime_ca", &["-c", "init", "-d", dir]);
         ca
     }
 }
