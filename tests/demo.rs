@@ -9,7 +9,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -51,7 +50,7 @@ fn ctrl_c_in_the_terminal_stops_everything_the_demo_started() {
     let work = tempfile::tempdir().expect("tempdir");
     let work_dir = work.path().join("demo");
     let work_str = work_dir.display().to_string();
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("swtpm-ci/demo");
+    let demo = common::repo().join("swtpm-ci/demo");
     let mut terminal = Command::new("script")
         .args(["-q", "-e", "-f", "-c"])
         .arg(format!("{} {}", demo.display(), work_str))

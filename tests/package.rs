@@ -2,15 +2,21 @@
 //! `swtpm-ci/package`, installed with `dpkg -i` on this machine, its files,
 //! modes, conffile and account checked, its units passed through
 //! `systemd-analyze verify`, the installed binary run against swtpm and the
-//! real 7.14.3 registrar with the installed config, and then removed and
-//! purged.
+//! real 7.14.3 registrar with the installed config and the service unit's
+//! credentials (root without capabilities), and then removed and purged.
+//!
+//! The machine's own `keylime` account (made by `swtpm-ci/install` for the
+//! `run_as` tests) is moved aside for the first install, so the package's
+//! create-and-delete path runs, and put back before a second install shows
+//! that an account the package did not make is kept. The test therefore
+//! runs alone (`.config/nextest.toml`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Agent, Peers, Swtpm, AGENT_BIN};
@@ -42,6 +48,9 @@ fn installed() -> bool {
         .contains("install ok installed")
 }
 
+/// The comment the package's postinst gives the account it creates.
+const TAG: &str = "Keylime agent (keylime-agent package)";
+
 /// Purges the package when the test ends, however it ends.
 struct Purge;
 
@@ -49,6 +58,119 @@ impl Drop for Purge {
     fn drop(&mut self) {
         let _ = run("dpkg", &["--purge", "keylime-agent"]);
     }
+}
+
+fn passwd_entry() -> String {
+    run("getent", &["passwd", "keylime"]).1.trim().to_string()
+}
+
+/// A `keylime` account the package did not make, deleted for the test and
+/// re-created (same uid, group, comment, home and shell) by `restore` or
+/// on drop.
+struct AccountAside {
+    entry: String,
+}
+
+impl AccountAside {
+    fn take(entry: String) -> Self {
+        let (ok, text) = run("userdel", &["keylime"]);
+        assert!(ok, "userdel keylime: {text}");
+        Self { entry }
+    }
+
+    fn restore(&self) {
+        if !passwd_entry().is_empty() {
+            return;
+        }
+        let f: Vec<&str> = self.entry.split(':').collect();
+        assert_eq!(f.len(), 7, "passwd entry: {}", self.entry);
+        let (ok, text) = run(
+            "useradd",
+            &[
+                "--system",
+                "--uid",
+                f[2],
+                "--gid",
+                f[3],
+                "--comment",
+                f[4],
+                "--home-dir",
+                f[5],
+                "--no-create-home",
+                "--shell",
+                f[6],
+                "keylime",
+            ],
+        );
+        assert!(ok, "useradd keylime: {text}");
+    }
+}
+
+impl Drop for AccountAside {
+    fn drop(&mut self) {
+        if passwd_entry().is_empty() {
+            self.restore();
+        }
+    }
+}
+
+/// The value of `key=` in a unit file (the last one, as systemd reads it).
+fn unit_value(unit: &str, key: &str) -> Option<String> {
+    std::fs::read_to_string(unit)
+        .unwrap_or_else(|e| panic!("{unit}: {e}"))
+        .lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .next_back()
+        .map(str::to_string)
+}
+
+/// A script that starts the installed agent with the credentials
+/// `keylime_agent.service` gives it: its umask, its (empty) capability
+/// bounding set, no ambient or inheritable capabilities, no new
+/// privileges, and its supplementary groups.
+fn service_credentials_wrapper(dir: &Path) -> PathBuf {
+    let unit = UNITS[0];
+    assert_eq!(
+        unit_value(unit, "CapabilityBoundingSet").as_deref(),
+        Some("")
+    );
+    assert_eq!(unit_value(unit, "NoNewPrivileges").as_deref(), Some("yes"));
+    let umask = unit_value(unit, "UMask").expect("UMask");
+    let groups: Vec<String> = unit_value(unit, "SupplementaryGroups")
+        .expect("SupplementaryGroups")
+        .split_whitespace()
+        .map(|g| {
+            run("getent", &["group", g])
+                .1
+                .split(':')
+                .nth(2)
+                .unwrap_or_else(|| panic!("group {g}"))
+                .to_string()
+        })
+        .collect();
+    let wrapper = dir.join("as-the-service");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\numask {umask}\nexec setpriv --bounding-set=-all --inh-caps=-all \
+             --ambient-caps=-all --no-new-privs --groups={} /usr/bin/keylime_agent \"$@\"\n",
+            groups.join(",")
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    wrapper
+}
+
+/// A field of /proc/PID/status.
+fn proc_status(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field}"))
+        .trim()
+        .to_string()
 }
 
 fn mode(path: &str) -> u32 {
@@ -62,13 +184,13 @@ fn mode(path: &str) -> u32 {
 #[test]
 fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     if !nix_root() {
-        eprintln!("SKIP: installing a package needs root");
+        common::skip::<()>("installing a package needs root");
         return;
     }
     if Path::new(CONFFILE).exists() && !run("dpkg", &["-S", CONFFILE]).1.contains("keylime-agent") {
-        eprintln!(
-            "SKIP: {CONFFILE} exists and belongs to no keylime-agent package; not touching it"
-        );
+        common::skip::<()>(&format!(
+            "{CONFFILE} exists and belongs to no keylime-agent package; not touching it"
+        ));
         return;
     }
     if installed() {
@@ -83,7 +205,7 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     let Some(tpm) = Swtpm::start() else { return };
     let out_dir = tempfile::tempdir().expect("tempdir");
     let bin_dir = Path::new(AGENT_BIN).parent().expect("bin dir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("swtpm-ci/package");
+    let script = common::repo().join("swtpm-ci/package");
     let (built, text) = run(
         script.to_str().expect("path"),
         &[
@@ -100,7 +222,11 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         .expect("the package's path")
         .to_string();
 
-    let account_before = run("getent", &["passwd", "keylime"]).1;
+    // The machine's own account goes aside (and comes back however the
+    // test ends), so the package's postinst makes one.
+    let account_before = passwd_entry();
+    let aside = (!account_before.is_empty() && !account_before.contains(TAG))
+        .then(|| AccountAside::take(account_before.clone()));
     let (ok, text) = run("dpkg", &["-i", &deb]);
     let _purge = Purge;
     assert!(ok, "dpkg -i: {text}");
@@ -125,17 +251,27 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     assert_eq!(std::fs::metadata(CONFFILE).expect("conf").gid(), tss_gid);
     assert_eq!(
         std::fs::read_to_string(CONFFILE).expect("conf"),
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("keylime-agent.conf"))
-            .expect("shipped"),
+        std::fs::read_to_string(common::repo().join("keylime-agent.conf")).expect("shipped"),
         "the documented default config"
     );
     let conffiles = run("dpkg-query", &["-W", "-f=${Conffiles}", "keylime-agent"]).1;
     assert!(conffiles.contains(CONFFILE), "{conffiles}");
     assert_eq!(mode("/var/lib/keylime"), 0o700);
-    let account = run("getent", &["passwd", "keylime"]).1;
-    assert!(
-        account.starts_with("keylime:"),
-        "the keylime account: {account}"
+    let account = passwd_entry();
+    let fields: Vec<&str> = account.split(':').collect();
+    assert_eq!(fields.len(), 7, "the keylime account: {account}");
+    let uid: u32 = fields[2].parse().expect("uid");
+    assert!(uid < 1000, "a system account: {account}");
+    assert_eq!(
+        fields[3],
+        tss_gid.to_string(),
+        "primary group tss: {account}"
+    );
+    assert_eq!(fields[4], TAG, "tagged as the package's: {account}");
+    assert_eq!(
+        &fields[5..],
+        ["/var/lib/keylime", "/usr/sbin/nologin"],
+        "{account}"
     );
 
     // Every unit passes systemd-analyze verify.
@@ -163,7 +299,9 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     }
 
     // The installed binary with the installed config (plus the test's
-    // registrar, CA and TPM): check, then register.
+    // registrar, CA and TPM): check, then register and serve with the
+    // service's credentials, the secure tmpfs mounted as the mount unit
+    // does it.
     let overrides = [
         ("KEYLIME_AGENT_UUID", ID.to_string()),
         ("KEYLIME_AGENT_PORT", common::free_port().to_string()),
@@ -193,14 +331,45 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         report.lines().any(|l| l.starts_with("OK   tpm")),
         "{report}"
     );
+    let what = unit_value(UNITS[2], "What").expect("What");
+    let options = unit_value(UNITS[2], "Options").expect("Options");
+    let secure = unit_value(UNITS[2], "Where").expect("Where");
+    let (ok, text) = run("mount", &["-t", "tmpfs", "-o", &options, &what, &secure]);
+    assert!(ok, "mount {secure}: {text}");
+    let wrapper = service_credentials_wrapper(out_dir.path());
     let mut agent = Agent::spawn_logged(
-        "/usr/bin/keylime_agent",
+        wrapper.to_str().expect("path"),
         Path::new(CONFFILE),
         out_dir.path().join("agent.log"),
         &tpm.tcti(),
         &env,
     );
     agent.wait_for("registered and activated", 30);
+    assert_eq!(
+        proc_status(agent.pid(), "Uid").split_whitespace().next(),
+        Some("0")
+    );
+    for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            proc_status(agent.pid(), caps),
+            "0000000000000000",
+            "{caps}: the service's agent has no capability"
+        );
+    }
+    assert_eq!(proc_status(agent.pid(), "NoNewPrivs"), "1");
+    let port: u16 = overrides[1].1.parse().expect("port");
+    let (status, body) = common::https_get(
+        port,
+        "/v2.6/quotes/identity?nonce=package0123",
+        Path::new("/var/lib/keylime/server-cert.crt"),
+        Some(&peers.client()),
+    )
+    .expect("curl the installed agent");
+    assert_eq!(
+        status, 200,
+        "identity quote from the service's agent: {body}"
+    );
+    assert_eq!(mode("/var/lib/keylime/server-private.pem"), 0o600);
     let log = agent.stop();
     assert!(log.contains(&format!("agent {ID} stopped")), "{log}");
     assert!(
@@ -229,21 +398,28 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         Path::new(CONFFILE).exists(),
         "the conffile stays until purge"
     );
-    if account_before.is_empty() {
-        assert!(
-            run("getent", &["passwd", "keylime"]).1.is_empty(),
-            "the account the package made is gone"
-        );
-    } else {
-        assert_eq!(
-            run("getent", &["passwd", "keylime"]).1,
-            account_before,
-            "an account the package did not make is kept"
-        );
+    assert!(
+        passwd_entry().is_empty(),
+        "the account the package made is gone: {}",
+        passwd_entry()
+    );
+
+    // With an account the package did not make, install and purge keep it.
+    if let Some(aside) = &aside {
+        aside.restore();
+        assert_eq!(passwd_entry(), account_before);
+        let (ok, text) = run("dpkg", &["-i", &deb]);
+        assert!(ok, "dpkg -i again: {text}");
+        assert_eq!(passwd_entry(), account_before, "install keeps the account");
     }
     let (ok, text) = run("dpkg", &["--purge", "keylime-agent"]);
     assert!(ok, "dpkg --purge: {text}");
     assert!(!Path::new(CONFFILE).exists(), "purge removes the conffile");
+    assert_eq!(
+        passwd_entry(),
+        account_before,
+        "an account the package did not make is kept"
+    );
 }
 
 fn nix_root() -> bool {

@@ -243,7 +243,11 @@ fn api_version_subsets() {
 
 #[test]
 fn documented_config_file_equals_built_in_defaults() {
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keylime-agent.conf");
+    // At run time: a build shared by two clones must read this clone's file.
+    let repo = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let shipped = repo.join("keylime-agent.conf");
     let mtls_off = [("enable_agent_mtls", "false")];
     let from_file = load(vec![shipped], &mtls_off).expect("shipped config loads");
     assert!(from_file.warnings.is_empty(), "{:?}", from_file.warnings);

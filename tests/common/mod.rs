@@ -1,7 +1,8 @@
 //! Test fixtures: a fresh swtpm per test on free ports (killed on drop),
 //! the real Keylime peers started by `swtpm-ci/peers`, and the agent binary
 //! run as a child process with its own config. A missing prerequisite
-//! skips with a printed reason, and fails the test under `CI=true`.
+//! skips with a printed reason, and fails the test under `CI=true` or
+//! `AGENT_TESTS_STRICT=1` (as `swtpm-ci/test` runs them).
 
 #![allow(
     dead_code,
@@ -20,7 +21,15 @@ use std::time::{Duration, Instant};
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::structures::CapabilityData;
 
-pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The repository the tests run in. Read at run time (cargo and nextest
+/// set it for every test process), so a build directory shared by two
+/// clones never points a test at the other clone's scripts.
+pub fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_keylime_agent");
 pub const PUSH_AGENT_BIN: &str = env!("CARGO_BIN_EXE_keylime_push_model_agent");
 
@@ -63,17 +72,21 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// Skips (returns `None`) with a printed reason, or panics under `CI=true`.
+/// Skips (returns `None`) with a printed reason, or panics under `CI=true`
+/// or `AGENT_TESTS_STRICT=1` (set by `swtpm-ci/test`, which installs every
+/// prerequisite first, so a skip there would be a test that cannot fail).
 pub fn skip<T>(reason: &str) -> Option<T> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("prerequisite missing under CI=true: {reason}");
+    if std::env::var("CI").as_deref() == Ok("true")
+        || std::env::var("AGENT_TESTS_STRICT").as_deref() == Ok("1")
+    {
+        panic!("prerequisite missing (CI=true or AGENT_TESTS_STRICT=1): {reason}");
     }
     eprintln!("SKIPPED: {reason}");
     None
 }
 
 fn script(name: &str) -> PathBuf {
-    Path::new(REPO).join("swtpm-ci").join(name)
+    repo().join("swtpm-ci").join(name)
 }
 
 /// The provisioned swtpm template (provisioned once per test binary).
