@@ -1,5 +1,5 @@
 //! The core end-to-end cases against every Keylime release in the field
-//! (7.12.2, 7.13.1 and 7.14.3, each from its own venv), each with an RSA
+//! (7.12.2, 7.13.1, 7.14.0 and 7.14.3, each from its own venv), each with an RSA
 //! and an ECC (P-256 EK, ECDSA AK) identity: register and activate,
 //! `keylime_tenant -c add` with a PCR 17 policy, an IMA runtime policy and
 //! a payload with `--verify`, attestation over at least five polls, then
@@ -15,7 +15,7 @@ mod common;
 
 use common::{
     ima_entries, registered_agent, wait_until, Peers, Release, Swtpm, KEYLIME_7_12, KEYLIME_7_13,
-    KEYLIME_7_14,
+    KEYLIME_7_14, KEYLIME_7_14_0,
 };
 
 const GET_QUOTE: i64 = 3;
@@ -41,9 +41,9 @@ impl Identity {
 
     /// `enc_alg` as the verifier records it: the API version the release
     /// uses decides the spelling (2.4 for releases before 7.14, see
-    /// `/version`'s `supported_version`).
+    /// `/version`'s `supported_version`; sized names from 2.5 on).
     fn recorded_enc_alg(self, release: Release) -> &'static str {
-        match (self, release == KEYLIME_7_14) {
+        match (self, negotiated(release) >= "2.5") {
             (Self::Rsa, false) => "rsa",
             (Self::Ecc, false) => "ecc",
             (Self::Rsa, true) => "rsa2048",
@@ -52,10 +52,12 @@ impl Identity {
     }
 }
 
-/// The agent API version a release ends up using with this agent.
+/// The agent API version a release ends up using with this agent: 7.14
+/// negotiates over `supported_versions` (its own newest), older releases
+/// take `supported_version` (2.4).
 fn negotiated(release: Release) -> &'static str {
-    if release == KEYLIME_7_14 {
-        "2.6"
+    if release.api >= "2.5" {
+        release.api
     } else {
         "2.4"
     }
@@ -195,6 +197,24 @@ fn keylime_7_13_ecc() {
         KEYLIME_7_13,
         Identity::Ecc,
         "71300000-aaaa-4bbb-8ccc-000000000002",
+    );
+}
+
+#[test]
+fn keylime_7_14_0_rsa() {
+    core_cases(
+        KEYLIME_7_14_0,
+        Identity::Rsa,
+        "e6f7a8b9-0c1d-4e2f-8a3b-4c5d6e7f8a9b",
+    );
+}
+
+#[test]
+fn keylime_7_14_0_ecc() {
+    core_cases(
+        KEYLIME_7_14_0,
+        Identity::Ecc,
+        "f7a8b9c0-1d2e-4f3a-9b4c-5d6e7f8a9b0c",
     );
 }
 

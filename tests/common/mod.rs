@@ -246,6 +246,12 @@ pub const KEYLIME_7_14: Release = Release {
     api: "2.6",
     ip_in_server_cert: true,
 };
+/// The first 7.14 release (API 2.5, certificates naming only `server`).
+pub const KEYLIME_7_14_0: Release = Release {
+    name: "7.14.0",
+    api: "2.5",
+    ip_in_server_cert: false,
+};
 /// The previous release (API 2.4).
 pub const KEYLIME_7_13: Release = Release {
     name: "7.13.1",
