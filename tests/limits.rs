@@ -195,6 +195,66 @@ fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
     assert_eq!(timed_get(&s, QUOTE).0, 200, "a quote afterwards");
 }
 
+/// With `max_payload_size` above 15 MiB each body is allowed on its own,
+/// so the one budget for all bodies in flight is what bounds memory: what
+/// does not fit gets the 503 envelope, what fits is read and judged (a 400:
+/// it is not JSON), and RSS stays under 64 MiB.
+#[test]
+fn bodies_each_within_their_limit_share_one_budget_and_memory_stays_bounded() {
+    let Some(s) = serve(&["max_payload_size = \"32m\"".into()], 3) else {
+        return;
+    };
+    let pid = s.agent.pid();
+    let big = vec![b'a'; 15 * 1024 * 1024];
+    let statuses: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, big) = (&s, &big);
+                scope.spawn(move || {
+                    let mut conn = connect(s);
+                    write!(
+                        conn,
+                        "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        big.len()
+                    )
+                    .expect("head");
+                    for piece in big.chunks(256 * 1024) {
+                        if conn.write_all(piece).is_err() {
+                            break; // refused and closed early
+                        }
+                    }
+                    let answer = read_all(&mut conn);
+                    answer.split("\r\n").next().unwrap_or_default().to_string()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let count = |code: &str| statuses.iter().filter(|s| s.starts_with(code)).count();
+    let (read, refused) = (count("HTTP/1.1 400"), count("HTTP/1.1 503"));
+    let peak = vm_kib(pid, "VmHWM:");
+    eprintln!(
+        "peak RSS {:.1} MB; {read} bodies read and refused as not JSON, {refused} over the budget",
+        peak as f64 / 1024.0
+    );
+    assert!(
+        statuses.iter().all(|s| s.starts_with("HTTP/1.1 400")
+            || s.starts_with("HTTP/1.1 503")
+            || s.is_empty()),
+        "{statuses:?}"
+    );
+    assert!(read >= 1, "a body within the budget is read: {statuses:?}");
+    assert!(
+        refused >= 1,
+        "the budget refuses what does not fit: {statuses:?}"
+    );
+    assert!(peak <= 64 * 1024, "peak RSS {peak} KiB over 64 MiB");
+    assert_eq!(timed_get(&s, QUOTE).0, 200, "a quote afterwards");
+}
+
 #[test]
 fn quotes_stay_fast_during_a_flood_of_key_halves() {
     let Some(s) = serve(&[], 3) else { return };

@@ -33,7 +33,7 @@ pub struct BodyLimits {
 
 /// A body read into memory, and its share of the budget (released on drop).
 pub struct Body {
-    chunks: Vec<web::Bytes>,
+    bytes: Vec<u8>,
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
@@ -65,37 +65,51 @@ impl BodyLimits {
         if declared.is_some_and(|n| n > limit) {
             return Err(ApiError::TooLarge(limit));
         }
+        // A declared length is held from the budget before anything is
+        // read: what could not be held anyway is refused at once.
+        let mut reservation = Reservation::default();
+        let mut bytes = Vec::new();
         if let Some(n) = declared {
-            // Refuse at once what could not be held anyway.
-            Reservation::default().cover(&self.budget, n)?;
+            reservation.cover(&self.budget, n)?;
+            bytes.reserve_exact(n);
         }
-        tokio::time::timeout(self.timeout, self.collect(body, limit))
+        let read = self.collect(body, limit, bytes, &mut reservation);
+        let bytes = tokio::time::timeout(self.timeout, read)
             .await
-            .map_err(|_| ApiError::BodyTimeout(self.timeout.as_secs()))?
+            .map_err(|_| ApiError::BodyTimeout(self.timeout.as_secs()))??;
+        Ok(Body {
+            bytes,
+            _permits: reservation.permits,
+        })
     }
 
-    /// Reads the body as the chunks that arrive (never joined into one
-    /// buffer), charging the budget for each before it is kept.
-    async fn collect(&self, mut body: web::Payload, limit: usize) -> Result<Body, ApiError> {
-        let mut chunks = Vec::new();
-        let mut len = 0usize;
-        let mut reservation = Reservation::default();
+    /// Reads the body into one buffer, charging the budget for its
+    /// capacity before it grows. One allocation per body (of the declared
+    /// length, when there is one) goes back to the system when it is
+    /// freed; many small ones would stay in the allocator's per-thread
+    /// arenas, and the next large body would add to them.
+    async fn collect(
+        &self,
+        mut body: web::Payload,
+        limit: usize,
+        mut bytes: Vec<u8>,
+        reservation: &mut Reservation,
+    ) -> Result<Vec<u8>, ApiError> {
         while let Some(chunk) = body.next().await {
             let chunk = chunk
                 .map_err(|e| ApiError::BadBody(format!("Cannot read the request body: {e}")))?;
-            if len + chunk.len() > limit {
+            let len = bytes.len() + chunk.len();
+            if len > limit {
                 return Err(ApiError::TooLarge(limit));
             }
-            len += chunk.len();
-            reservation.cover(&self.budget, len)?;
-            // A copy of exactly its length: the chunk itself may be a slice
-            // of a larger read buffer, which keeping it would pin.
-            chunks.push(web::Bytes::copy_from_slice(&chunk));
+            if len > bytes.capacity() {
+                let capacity = len.max(bytes.capacity() * 2).min(limit);
+                reservation.cover(&self.budget, capacity)?;
+                bytes.reserve_exact(capacity - bytes.len());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        Ok(Body {
-            chunks,
-            _permits: reservation.permits,
-        })
+        Ok(bytes)
     }
 }
 
@@ -125,38 +139,10 @@ impl Reservation {
 }
 
 impl Body {
-    /// The body as the JSON object `T`, parsed across the chunks.
+    /// The body as the JSON object `T`.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let reader = ChunkReader {
-            chunks: &self.chunks,
-            at: (0, 0),
-        };
-        serde_json::from_reader(reader)
+        serde_json::from_slice(&self.bytes)
             .map_err(|e| ApiError::BadBody(format!("Invalid JSON body: {e}")))
-    }
-}
-
-/// `Read` over the chunks in order.
-struct ChunkReader<'a> {
-    chunks: &'a [web::Bytes],
-    /// (chunk, offset in it)
-    at: (usize, usize),
-}
-
-impl std::io::Read for ChunkReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some(chunk) = self.chunks.get(self.at.0) {
-            let rest = &chunk[self.at.1..];
-            if rest.is_empty() {
-                self.at = (self.at.0 + 1, 0);
-                continue;
-            }
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            self.at.1 += n;
-            return Ok(n);
-        }
-        Ok(0)
     }
 }
 
@@ -172,16 +158,33 @@ mod tests {
     }
 
     #[test]
-    fn json_is_parsed_across_chunks() {
-        let chunks: Vec<web::Bytes> = ["{\"encrypted", "_key\": \"ab", "c\"}", ""]
-            .iter()
-            .map(|c| web::Bytes::from_static(c.as_bytes()))
-            .collect();
+    fn the_budget_is_held_for_what_a_body_holds_and_given_back_when_it_drops() {
+        let limits = BodyLimits::new(3 * 1024 * 1024, Duration::from_secs(30));
+        let all = IN_FLIGHT_BUDGET / UNIT;
+        let mut held = Reservation::default();
+        held.cover(&limits.budget, 10 * 1024 * 1024).expect("fits");
+        assert_eq!(limits.budget.available_permits(), all - 10 * 1024);
+        // Growing to 12 MiB takes only the difference.
+        held.cover(&limits.budget, 12 * 1024 * 1024).expect("fits");
+        assert_eq!(limits.budget.available_permits(), all - 12 * 1024);
+        // A second body that does not fit beside it is refused (503).
+        let mut other = Reservation::default();
+        assert!(matches!(
+            other.cover(&limits.budget, 5 * 1024 * 1024),
+            Err(ApiError::Busy)
+        ));
+        drop(held);
+        assert_eq!(limits.budget.available_permits(), all);
+        other
+            .cover(&limits.budget, 5 * 1024 * 1024)
+            .expect("fits now");
         let body = Body {
-            chunks,
-            _permits: Vec::new(),
+            bytes: br#"{"encrypted_key": "abc"}"#.to_vec(),
+            _permits: other.permits,
         };
         let v: serde_json::Value = body.json().expect("json");
         assert_eq!(v["encrypted_key"], "abc");
+        drop(body);
+        assert_eq!(limits.budget.available_permits(), all);
     }
 }
