@@ -60,6 +60,51 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
+/// 16 concurrent `keys/ukey` posts of a 15 MiB body each, chunked where
+/// `chunked(i)`, else with a declared length; the status line of each
+/// answer (empty when the agent closed without one).
+fn post_big_bodies_at_once(s: &Served, chunked: impl Fn(usize) -> bool + Sync) -> Vec<String> {
+    let big = vec![b'a'; 15 * 1024 * 1024];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (big, chunked) = (&big, chunked(i));
+                scope.spawn(move || {
+                    let mut conn = connect(s);
+                    let framing = if chunked {
+                        "Transfer-Encoding: chunked".to_string()
+                    } else {
+                        format!("Content-Length: {}", big.len())
+                    };
+                    write!(
+                        conn,
+                        "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+                    )
+                    .expect("head");
+                    for piece in big.chunks(256 * 1024) {
+                        let sent = if chunked {
+                            write!(conn, "{:x}\r\n", piece.len())
+                                .and_then(|()| conn.write_all(piece))
+                                .and_then(|()| conn.write_all(b"\r\n"))
+                        } else {
+                            conn.write_all(piece)
+                        };
+                        if sent.is_err() {
+                            break; // refused and closed early
+                        }
+                    }
+                    let answer = read_all(&mut conn);
+                    answer.split("\r\n").next().unwrap_or_default().to_string()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
 #[test]
 fn stalled_bodies_are_cut_off_at_the_body_timeout_while_quotes_go_on() {
     let Some(s) = serve(&["request_body_timeout = 3".into()], 3) else {
@@ -135,44 +180,7 @@ fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
     );
 
     // 16 concurrent 15 MiB bodies, declared and chunked.
-    let big = vec![b'a'; 15 * 1024 * 1024];
-    let statuses: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..16)
-            .map(|i| {
-                let (s, big) = (&s, &big);
-                scope.spawn(move || {
-                    let mut conn = connect(s);
-                    let head = if i % 2 == 0 {
-                        format!(
-                            "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                            big.len()
-                        )
-                    } else {
-                        "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
-                    };
-                    conn.write_all(head.as_bytes()).expect("head");
-                    for piece in big.chunks(256 * 1024) {
-                        let sent = if i % 2 == 0 {
-                            conn.write_all(piece)
-                        } else {
-                            write!(conn, "{:x}\r\n", piece.len())
-                                .and_then(|()| conn.write_all(piece))
-                                .and_then(|()| conn.write_all(b"\r\n"))
-                        };
-                        if sent.is_err() {
-                            break; // refused and closed early
-                        }
-                    }
-                    let answer = read_all(&mut conn);
-                    answer.split("\r\n").next().unwrap_or_default().to_string()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let statuses = post_big_bodies_at_once(&s, |i| i % 2 == 1);
     for status in &statuses {
         assert!(
             status.starts_with("HTTP/1.1 413")
@@ -205,34 +213,7 @@ fn bodies_each_within_their_limit_share_one_budget_and_memory_stays_bounded() {
         return;
     };
     let pid = s.agent.pid();
-    let big = vec![b'a'; 15 * 1024 * 1024];
-    let statuses: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                let (s, big) = (&s, &big);
-                scope.spawn(move || {
-                    let mut conn = connect(s);
-                    write!(
-                        conn,
-                        "POST /v2.6/keys/ukey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                        big.len()
-                    )
-                    .expect("head");
-                    for piece in big.chunks(256 * 1024) {
-                        if conn.write_all(piece).is_err() {
-                            break; // refused and closed early
-                        }
-                    }
-                    let answer = read_all(&mut conn);
-                    answer.split("\r\n").next().unwrap_or_default().to_string()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let statuses = post_big_bodies_at_once(&s, |_| false);
     let count = |code: &str| statuses.iter().filter(|s| s.starts_with(code)).count();
     let (read, refused) = (count("HTTP/1.1 400"), count("HTTP/1.1 503"));
     let peak = vm_kib(pid, "VmHWM:");

@@ -9,14 +9,15 @@
 //! reads the process environment.
 
 mod keys;
+mod limits;
 mod observe;
+mod payload;
 mod push;
 mod raw;
 mod values;
 mod versions;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -28,7 +29,9 @@ use crate::algorithms::{
 use crate::api_version::ApiVersion;
 use crate::identity::AgentIdSource;
 use crate::retry::RetryPolicy;
+pub use limits::ApiLimits;
 pub use observe::ObserveConfig;
+pub use payload::{PayloadConfig, RevocationConfig};
 pub use push::{PushConfig, PushSettings};
 use raw::RawAgentSection;
 pub use values::InvalidValue;
@@ -200,20 +203,6 @@ pub struct Config {
     pub api_limits: ApiLimits,
 }
 
-/// Bounds on what clients of the API may hold: time, connections, memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiLimits {
-    /// Time for a request's head to arrive (`request_head_timeout`).
-    pub head_timeout: Duration,
-    /// Time for a request's body to arrive (`request_body_timeout`).
-    pub body_timeout: Duration,
-    /// Connections served at once; more wait in the kernel's backlog
-    /// (`max_connections`).
-    pub max_connections: usize,
-    /// Largest decrypted payload a U half may carry (`max_payload_size`).
-    pub max_payload_size: usize,
-}
-
 /// Registration over HTTPS (`registrar_tls_enabled = true`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrarTls {
@@ -222,45 +211,6 @@ pub struct RegistrarTls {
     /// The CA the registrar's server certificate must chain to
     /// (`registrar_tls_ca_cert`; `"default"` = `cv_ca/cacert.crt`).
     pub ca_cert: PathBuf,
-}
-
-/// How delivered payloads are stored and run.
-#[derive(Debug, Clone)]
-pub struct PayloadConfig {
-    /// The secure directory, `<keylime_dir>/secure`.
-    pub secure_dir: PathBuf,
-    /// tmpfs size of the secure directory (`secure_size`).
-    pub secure_size: String,
-    /// File name K is written to (`enc_keyname`).
-    pub enc_keyname: String,
-    /// File name of the decrypted payload (`dec_payload_file`).
-    pub dec_payload_file: String,
-    /// Unzip a zip payload (`extract_payload_zip`).
-    pub extract_payload_zip: bool,
-    /// Script run after extraction, if present (`payload_script`); `None` for none.
-    pub payload_script: Option<String>,
-    /// Time limit for the payload script (`payload_script_timeout`).
-    pub payload_script_timeout: Duration,
-    /// Accept payloads without mTLS (`enable_insecure_payload`).
-    pub enable_insecure_payload: bool,
-}
-
-/// How revocation notifications are verified and acted on.
-#[derive(Debug, Clone)]
-pub struct RevocationConfig {
-    /// Certificate that verifies notifications (`revocation_cert`);
-    /// `None` = `RevocationNotifier-cert.crt` from the payload.
-    pub cert: Option<PathBuf>,
-    /// Pre-installed actions to run (`revocation_actions`).
-    pub actions: Vec<String>,
-    /// Where pre-installed actions live (`revocation_actions_dir`).
-    pub actions_dir: PathBuf,
-    /// Also run the payload's `action_list` (`allow_payload_revocation_actions`).
-    pub allow_payload_actions: bool,
-    /// Time limit per action (`revocation_action_timeout`).
-    pub action_timeout: Duration,
-    /// ZeroMQ notifications asked for (`enable_revocation_notifications`).
-    pub zeromq_requested: bool,
 }
 
 /// Where the kernel publishes the IMA list.
@@ -364,86 +314,32 @@ impl Config {
             ),
             run_as: raw.parse("run_as", "", values::run_as)?,
             api_versions: raw.parse("api_versions", "default", api_versions)?,
-            registrar_retry: RetryPolicy {
-                max_retries: raw.parse(
-                    "exponential_backoff_max_retries",
-                    "forever",
-                    values::retry_count,
-                )?,
-                initial_delay: raw.parse(
-                    "exponential_backoff_initial_delay",
-                    "1000",
-                    values::millis,
-                )?,
-                max_delay: raw.parse("exponential_backoff_max_delay", "60000", values::millis)?,
-                jitter: raw.parse("exponential_backoff_jitter", "0.2", values::fraction)?,
-            },
+            registrar_retry: retry_policy(raw)?,
             tcti: tcti(tcti_env, raw.get("tcti")),
             ima_ml_path: path("ima_ml_path", DEFAULT_IMA_ML_PATH),
             measuredboot_ml_path: path("measuredboot_ml_path", DEFAULT_MEASUREDBOOT_ML_PATH),
-            payload: PayloadConfig {
-                secure_dir: dir.join("secure"),
-                secure_size: raw.parse("secure_size", "1m", values::tmpfs_size)?,
-                enc_keyname: raw.parse("enc_keyname", "derived_tci_key", values::file_name)?,
-                dec_payload_file: raw.parse(
-                    "dec_payload_file",
-                    "decrypted_payload",
-                    values::file_name,
-                )?,
-                extract_payload_zip: raw.parse("extract_payload_zip", "true", values::boolean)?,
-                payload_script: match raw.get("payload_script").map(str::trim) {
-                    Some("") => None,
-                    _ => Some(raw.parse("payload_script", "autorun.sh", values::file_name)?),
-                },
-                payload_script_timeout: raw.parse(
-                    "payload_script_timeout",
-                    "300",
-                    values::seconds,
-                )?,
-                enable_insecure_payload: raw.parse(
-                    "enable_insecure_payload",
-                    "false",
-                    values::boolean,
-                )?,
-            },
-            revocation: RevocationConfig {
-                cert: match raw.get("revocation_cert").map(str::trim) {
-                    None | Some("") | Some("default") => None,
-                    Some(p) => Some(dir.join(p)),
-                },
-                actions: raw.parse("revocation_actions", "", |v| {
-                    values::list(v)
-                        .into_iter()
-                        .map(|a| values::file_name(&a))
-                        .collect::<Result<Vec<_>, _>>()
-                })?,
-                actions_dir: PathBuf::from(
-                    raw.get("revocation_actions_dir")
-                        .unwrap_or("/usr/libexec/keylime"),
-                ),
-                allow_payload_actions: raw.parse(
-                    "allow_payload_revocation_actions",
-                    "true",
-                    values::boolean,
-                )?,
-                action_timeout: raw.parse("revocation_action_timeout", "60", values::seconds)?,
-                zeromq_requested: raw.parse(
-                    "enable_revocation_notifications",
-                    "false",
-                    values::boolean,
-                )?,
-            },
-            api_limits: ApiLimits {
-                head_timeout: raw.parse("request_head_timeout", "10", values::seconds)?,
-                body_timeout: raw.parse("request_body_timeout", "30", values::seconds)?,
-                max_connections: raw.parse("max_connections", "512", values::connection_count)?,
-                max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
-            },
+            payload: PayloadConfig::from_raw(raw, dir)?,
+            revocation: RevocationConfig::from_raw(raw, dir)?,
+            api_limits: ApiLimits::from_raw(raw)?,
             observe: ObserveConfig::from_raw(raw, dir)?,
             push: PushConfig::from_raw(raw, dir)?,
             keylime_dir,
         })
     }
+}
+
+/// The registrar retry policy (`exponential_backoff_*`).
+fn retry_policy(raw: &RawAgentSection) -> Result<RetryPolicy, ConfigError> {
+    Ok(RetryPolicy {
+        max_retries: raw.parse(
+            "exponential_backoff_max_retries",
+            "forever",
+            values::retry_count,
+        )?,
+        initial_delay: raw.parse("exponential_backoff_initial_delay", "1000", values::millis)?,
+        max_delay: raw.parse("exponential_backoff_max_delay", "60000", values::millis)?,
+        jitter: raw.parse("exponential_backoff_jitter", "0.2", values::fraction)?,
+    })
 }
 
 /// `TCTI` env, else the `tcti` key, else the kernel resource manager if

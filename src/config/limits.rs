@@ -1,0 +1,34 @@
+//! The keys that bound what clients of the API may hold: time,
+//! connections, memory.
+
+use std::time::Duration;
+
+use super::raw::RawAgentSection;
+use super::{values, ConfigError};
+
+/// Bounds on what clients of the API may hold: time, connections, memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Time for a request's head to arrive (`request_head_timeout`).
+    pub head_timeout: Duration,
+    /// Time for a request's body to arrive (`request_body_timeout`).
+    pub body_timeout: Duration,
+    /// Connections served at once; more are closed as they are accepted
+    /// (`max_connections`).
+    pub max_connections: usize,
+    /// Largest decrypted payload a U half may carry (`max_payload_size`).
+    pub max_payload_size: usize,
+}
+
+impl ApiLimits {
+    /// `request_head_timeout`, `request_body_timeout`, `max_connections`
+    /// and `max_payload_size`.
+    pub(super) fn from_raw(raw: &RawAgentSection) -> Result<Self, ConfigError> {
+        Ok(Self {
+            head_timeout: raw.parse("request_head_timeout", "10", values::seconds)?,
+            body_timeout: raw.parse("request_body_timeout", "30", values::seconds)?,
+            max_connections: raw.parse("max_connections", "512", values::connection_count)?,
+            max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
+        })
+    }
+}
