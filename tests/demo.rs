@@ -1,8 +1,9 @@
 //! `swtpm-ci/demo` as a person runs it: in a terminal (a pseudo-terminal
 //! made by `script`), with the real Keylime peers, swtpm and the agent,
-//! until the agent is attested; then Ctrl-C typed at the terminal. The
-//! demo must exit 130, say where its logs are, and leave no process and no
-//! mount behind.
+//! until the agent is attested; then Ctrl-C typed at the terminal, or
+//! SIGTERM sent to the demo as `kill` or a service manager would. The demo
+//! must exit 130 (143), say where its logs are, and leave no process and
+//! no mount behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -42,8 +43,45 @@ fn processes_using(dir: &str) -> Vec<String> {
     found
 }
 
+/// How the demo is stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Ctrl-C typed at its terminal.
+    CtrlC,
+    /// SIGTERM to the demo script's own process.
+    Sigterm,
+}
+
 #[test]
 fn ctrl_c_in_the_terminal_stops_everything_the_demo_started() {
+    run_the_demo_and_stop_it(Stop::CtrlC);
+}
+
+#[test]
+fn sigterm_stops_everything_the_demo_started() {
+    run_the_demo_and_stop_it(Stop::Sigterm);
+}
+
+/// The PID of the demo script itself (bash running `demo` on `work`).
+fn demo_pid(demo: &str, work: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
+            let is_demo = args.iter().any(|a| a == demo)
+                && args.iter().any(|a| a == work)
+                && args.first().is_some_and(|a| a.ends_with("bash"));
+            is_demo.then_some(pid)
+        })
+}
+
+fn run_the_demo_and_stop_it(how: Stop) {
     if common::Swtpm::start().is_none() {
         return;
     }
@@ -94,14 +132,25 @@ fn ctrl_c_in_the_terminal_stops_everything_the_demo_started() {
         "the demo's processes are found while it runs"
     );
 
-    // Ctrl-C, typed at the terminal: the line discipline sends SIGINT to
-    // the terminal's foreground process group.
-    terminal
-        .stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"\x03")
-        .expect("type Ctrl-C");
+    match how {
+        // Ctrl-C, typed at the terminal: the line discipline sends SIGINT
+        // to the terminal's foreground process group.
+        Stop::CtrlC => terminal
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"\x03")
+            .expect("type Ctrl-C"),
+        Stop::Sigterm => {
+            let pid = demo_pid(&demo.display().to_string(), &work_str)
+                .unwrap_or_else(|| panic!("the demo's process:\n{}", screen.join("\n")));
+            let killed = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(killed.success(), "kill -TERM {pid}");
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = terminal.try_wait().expect("wait") {
@@ -117,10 +166,16 @@ fn ctrl_c_in_the_terminal_stops_everything_the_demo_started() {
         screen.push(line);
     }
     let screen = screen.join("\n");
+    let expected = if how == Stop::CtrlC { 130 } else { 143 };
     assert_eq!(
         status.code(),
-        Some(130),
-        "exit status after Ctrl-C:\n{screen}"
+        Some(expected),
+        "exit status after {}:\n{screen}",
+        if how == Stop::CtrlC {
+            "Ctrl-C"
+        } else {
+            "SIGTERM"
+        }
     );
     assert!(
         screen.contains(&format!("stopped; logs are in {work_str}")),
