@@ -331,12 +331,28 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         report.lines().any(|l| l.starts_with("OK   tpm")),
         "{report}"
     );
+    // Under the service's credentials check sees that the agent could not
+    // mount the secure tmpfs itself: the mount unit must.
+    let wrapper = service_credentials_wrapper(out_dir.path());
+    let mut check = Command::new(&wrapper);
+    check
+        .arg("check")
+        .env("TCTI", tpm.tcti())
+        .envs(env.iter().copied());
+    let report = String::from_utf8_lossy(&check.output().expect("check").stdout).to_string();
+    let secure_line = report
+        .lines()
+        .find(|l| l.contains("secure_dir"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        secure_line.starts_with("WARN") && secure_line.contains("no CAP_SYS_ADMIN"),
+        "{report}"
+    );
     let what = unit_value(UNITS[2], "What").expect("What");
     let options = unit_value(UNITS[2], "Options").expect("Options");
     let secure = unit_value(UNITS[2], "Where").expect("Where");
     let (ok, text) = run("mount", &["-t", "tmpfs", "-o", &options, &what, &secure]);
     assert!(ok, "mount {secure}: {text}");
-    let wrapper = service_credentials_wrapper(out_dir.path());
     let mut agent = Agent::spawn_logged(
         wrapper.to_str().expect("path"),
         Path::new(CONFFILE),

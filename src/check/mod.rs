@@ -319,7 +319,7 @@ fn secure_directory(config: &Config) -> Finding {
     let dir = &config.payload.secure_dir;
     match secure_dir::is_tmpfs_mount(dir) {
         Ok(true) => Finding::ok("secure_dir", format!("{} is a mounted tmpfs", dir.display())),
-        _ if nix::unistd::geteuid().is_root() => Finding::ok(
+        _ if secure_dir::may_mount() => Finding::ok(
             "secure_dir",
             format!(
                 "{} is not mounted yet: the agent (root) mounts a {} tmpfs there at start",
@@ -330,7 +330,7 @@ fn secure_directory(config: &Config) -> Finding {
         _ => Finding::warn(
             "secure_dir",
             format!(
-                "{} is not a tmpfs and the agent is not root: K and payloads would be stored on disk",
+                "{} is not a tmpfs and the agent may not mount one (no CAP_SYS_ADMIN): K and payloads would be stored on disk",
                 dir.display()
             ),
             "mount it first (var-lib-keylime-secure.mount) or start the agent as root",

@@ -24,9 +24,10 @@ pub fn prepare(dir: &Path, size: &str) -> io::Result<SecureBacking> {
     if is_tmpfs_mount(dir)? {
         return Ok(SecureBacking::Tmpfs);
     }
-    if !nix::unistd::geteuid().is_root() {
+    if !may_mount() {
         tracing::warn!(
-            "{} is not a tmpfs and the agent is not root: K and payloads are stored on disk (mode 0700)",
+            "{} is not a tmpfs and the agent may not mount one (it needs CAP_SYS_ADMIN): \
+             K and payloads are stored on disk (mode 0700)",
             dir.display()
         );
         return Ok(SecureBacking::Directory);
@@ -42,6 +43,20 @@ pub fn prepare(dir: &Path, size: &str) -> io::Result<SecureBacking> {
     .map_err(io::Error::from)?;
     tracing::info!("mounted a {size} tmpfs on {}", dir.display());
     Ok(SecureBacking::Tmpfs)
+}
+
+/// Whether this process may mount a tmpfs: CAP_SYS_ADMIN is in its
+/// effective set (root normally has it; root under the service units, whose
+/// bounding set is empty, does not).
+pub fn may_mount() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|effective| effective & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// Whether `dir` is itself a tmpfs mount point (per /proc/self/mountinfo).
