@@ -285,17 +285,25 @@ fn quotes_stay_fast_during_a_flood_of_key_halves() {
                 })
             })
             .collect();
+        let flood_began = Instant::now();
         std::thread::sleep(Duration::from_millis(500));
         let during = sample(31);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let flood_took = flood_began.elapsed();
         let posted: u32 = flooders
             .into_iter()
             .map(|f| f.join().expect("flooder"))
             .sum();
-        (during, posted)
+        (during, f64::from(posted) / flood_took.as_secs_f64())
     });
-    eprintln!("quote median idle {idle:?}, during the flood {during:?} ({posted} key halves)");
-    assert!(posted > 100, "the flood ran: {posted}");
+    eprintln!(
+        "quote median idle {idle:?}, during the flood {during:?} ({posted:.0} key halves a second)"
+    );
+    // The agent takes key halves at most 100 a second, whatever is sent.
+    assert!(
+        (30.0..=120.0).contains(&posted),
+        "key halves answered at {posted:.0} a second"
+    );
     assert!(
         during <= idle * 2,
         "quote median {during:?} during the flood, {idle:?} idle"

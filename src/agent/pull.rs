@@ -94,7 +94,7 @@ impl AgentCore {
                 config.api_limits.max_payload_size,
                 config.api_limits.body_timeout,
             ),
-            key_work: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            key_work: Default::default(),
             refusals: Default::default(),
         });
         let tls = match &self.mtls {

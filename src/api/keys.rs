@@ -1,7 +1,11 @@
 //! Handlers of the key exchange and revocation notifications. Bodies are
 //! read within their limits ([`super::body`]) and parsed here, so every
 //! refusal is a JSON envelope; RSA work runs on the blocking pool, off the
-//! workers that answer quotes.
+//! workers that answer quotes, one job at a time and at a bounded rate
+//! ([`KeyWork`]).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -41,12 +45,15 @@ pub async fn ukey(
 ) -> Result<HttpResponse, ApiError> {
     let body = state.limits.read(&req, body, state.limits.ukey).await?;
     let u: UKey = body.json()?;
-    drop(body);
     let payload = state.payload.clone();
-    blocking(&state, move || {
-        payload.receive_u(&u.encrypted_key, &u.auth_tag, u.payload.as_deref())
-    })
-    .await?;
+    let received = state
+        .key_work
+        .run(move || payload.receive_u(&u.encrypted_key, &u.auth_tag, u.payload.as_deref()))
+        .await;
+    // The body's share of the budget is held until its payload is dealt
+    // with: a queue of parsed payloads waiting their turn is bounded too.
+    drop(body);
+    received?;
     Ok(success(json!({})))
 }
 
@@ -59,7 +66,10 @@ pub async fn vkey(
 ) -> Result<HttpResponse, ApiError> {
     let v: VKey = state.limits.read(&req, body, VKEY_LIMIT).await?.json()?;
     let payload = state.payload.clone();
-    blocking(&state, move || payload.receive_v(&v.encrypted_key)).await?;
+    state
+        .key_work
+        .run(move || payload.receive_v(&v.encrypted_key))
+        .await?;
     Ok(success(json!({})))
 }
 
@@ -89,12 +99,14 @@ pub async fn revocation(
         .await?
         .json()?;
     let revocation = state.revocation.clone();
-    let verdict = blocking(&state, move || {
-        revocation
-            .handle(&n.msg, n.signature.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::BadBody(e.0))
-    })
-    .await?;
+    let verdict = state
+        .key_work
+        .run(move || {
+            revocation
+                .handle(&n.msg, n.signature.as_deref().unwrap_or(""))
+                .map_err(|e| ApiError::BadBody(e.0))
+        })
+        .await?;
     let status = match verdict {
         Verdict::Verified(_) => "Success",
         Verdict::Unsigned => "Notification not signed; no action taken",
@@ -108,16 +120,42 @@ pub async fn revocation(
     ))
 }
 
+/// Key-half and notification jobs start at most this often: 100 a second,
+/// far more than a tenant and a verifier send, and a bounded share of one
+/// core (an RSA-2048 private operation takes 1-2 ms) under a flood.
+const KEY_JOB_GAP: Duration = Duration::from_millis(10);
+
 /// Runs RSA (and the payload work it may start) on the blocking pool, one
-/// request at a time: a flood of key halves keeps one core at most, and the
-/// other answers quotes.
-async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
-    state: &ApiState,
-    work: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError> {
-    let _turn = state.key_work.acquire().await.map_err(|_| ApiError::Busy)?;
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(ApiError::Busy),
+/// job at a time, in arrival order, and each at least [`KEY_JOB_GAP`] after
+/// the one before: a flood of key halves waits its turn asynchronously
+/// instead of taking the cores that answer quotes.
+#[derive(Debug, Clone)]
+pub struct KeyWork {
+    /// Held by the job running; when the next job may start.
+    next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl Default for KeyWork {
+    fn default() -> Self {
+        Self {
+            next_start: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
+        }
+    }
+}
+
+impl KeyWork {
+    /// Runs `work` when its turn comes.
+    pub async fn run<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        // tokio's mutex queues its waiters first come, first served.
+        let mut next_start = self.next_start.lock().await;
+        tokio::time::sleep_until(*next_start).await;
+        *next_start = tokio::time::Instant::now() + KEY_JOB_GAP;
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(ApiError::Busy),
+        }
     }
 }

@@ -5,7 +5,7 @@ mod body;
 mod error;
 mod handlers;
 mod integrity_body;
-mod keys;
+pub mod keys;
 mod params;
 mod refusals;
 mod server;
@@ -53,8 +53,8 @@ pub struct ApiState {
     pub revocation: crate::revocation::Revocation,
     /// Request body limits.
     pub limits: BodyLimits,
-    /// One permit: key-half and notification crypto run one at a time.
-    pub key_work: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Key-half and notification crypto: one at a time, at a bounded rate.
+    pub key_work: keys::KeyWork,
     /// Client errors, counted and reported once a minute.
     pub refusals: refusals::RefusalLog,
 }
