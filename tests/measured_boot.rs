@@ -6,7 +6,10 @@
 //! reference state made by `keylime-policy create measured-boot`, under
 //! its `example` policy and under `accept-all`, in pull and push mode; and
 //! fails the agent when the log and the PCRs disagree or the boot differs
-//! from the reference state.
+//! from the reference state. The `example` cases also run against the
+//! 7.13.1 and 7.12.2 verifiers (pull mode, API 2.4), whose parser fails a
+//! log on any warning `tpm2_eventlog` prints: the generated logs must
+//! draw none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -18,7 +21,10 @@ use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::{registered_agent, wait_until, Agent, Peers, StateDir, Swtpm};
+use common::{
+    registered_agent, wait_until, Agent, Peers, Release, StateDir, Swtpm, KEYLIME_7_12,
+    KEYLIME_7_13, KEYLIME_7_14,
+};
 use keylime_agent::evidence::tcg::EventLog;
 
 const GENERATOR: &str = env!("CARGO_BIN_EXE_tcg_boot_log");
@@ -58,14 +64,23 @@ fn grub_event(log: &Path) -> usize {
         .expect("GRUB's image event")
 }
 
-/// `{pcr: hex}` of one bank in `tpm2_eventlog`'s `pcrs:` section.
+/// `{pcr: hex}` of one bank in `tpm2_eventlog`'s `pcrs:` section. It
+/// must print nothing on stderr: Keylime 7.12 and 7.13 fail a boot log on
+/// any `tpm2_eventlog` warning.
 fn tpm2_eventlog_pcrs(log: &Path, bank: &str) -> BTreeMap<u32, String> {
-    let text = common::run_ok(
-        Command::new("tpm2_eventlog")
-            .arg("--eventlog-version=2")
-            .arg(log),
-        "tpm2_eventlog (tpm2-tools)",
+    let out = Command::new("tpm2_eventlog")
+        .arg("--eventlog-version=2")
+        .arg(log)
+        .output()
+        .expect("tpm2_eventlog (tpm2-tools)");
+    assert!(out.status.success(), "tpm2_eventlog {}", log.display());
+    assert!(
+        out.stderr.is_empty(),
+        "tpm2_eventlog warns about {}: {}",
+        log.display(),
+        String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     let section = text.split("\npcrs:\n").nth(1).expect("pcrs section");
     let mut in_bank = false;
     let mut pcrs = BTreeMap::new();
@@ -324,7 +339,24 @@ fn wait_failed(peers: &Peers, id: &str, event: &str) -> serde_json::Value {
 
 #[test]
 fn the_example_policy_passes_the_boot_it_was_made_from_and_fails_every_other() {
-    let Some(peers) = Peers::start_with_env("all", EXAMPLE_POLICY) else {
+    example_policy_cases(KEYLIME_7_14);
+}
+
+#[test]
+fn keylime_7_13_example_policy_judges_the_same_boots() {
+    example_policy_cases(KEYLIME_7_13);
+}
+
+#[test]
+fn keylime_7_12_example_policy_judges_the_same_boots() {
+    example_policy_cases(KEYLIME_7_12);
+}
+
+/// Four machines under `release`'s `example` policy: the reference boot
+/// passes; GRUB's event withheld from the PCRs, Secure Boot off and another
+/// kernel build fail, each with its reason.
+fn example_policy_cases(release: Release) {
+    let Some(peers) = Peers::start_release_with_env("all", release, EXAMPLE_POLICY) else {
         return;
     };
     let Reference {
@@ -335,6 +367,9 @@ fn the_example_policy_passes_the_boot_it_was_made_from_and_fails_every_other() {
     } = Reference::made(&peers);
     let secure_boot_off = write_log(work.path(), "sb-off.log", &keys, &["--secure-boot", "off"]);
     let other_kernel = write_log(work.path(), "kernel.log", &keys, &["--kernel-build", "2"]);
+    for log in [&good, &secure_boot_off, &other_kernel] {
+        assert!(!tpm2_eventlog_pcrs(log, "sha256").is_empty());
+    }
 
     // (agent, log, withheld event, expected failure: event id and a
     // phrase of the verifier's reason)

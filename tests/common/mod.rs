@@ -322,7 +322,16 @@ impl Peers {
     /// Sets up and starts `which` of the newest release in pull mode, with
     /// extra `KEYLIME_*` settings for the services and the tenant.
     pub fn start_with_env(which: &str, env: &[(&str, &str)]) -> Option<Self> {
-        Self::start_with(which, KEYLIME_7_14, "pull", env)
+        Self::start_release_with_env(which, KEYLIME_7_14, env)
+    }
+
+    /// As [`Self::start_with_env`], of `release`.
+    pub fn start_release_with_env(
+        which: &str,
+        release: Release,
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
+        Self::start_with(which, release, "pull", env)
     }
 
     /// Sets up and starts `which` of the newest release with the verifier
