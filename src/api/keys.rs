@@ -126,7 +126,7 @@ pub async fn revocation(
 const KEY_JOB_GAP: Duration = Duration::from_millis(10);
 
 /// Runs RSA (and the payload work it may start) on the blocking pool, one
-/// job at a time, in arrival order, and each at least [`KEY_JOB_GAP`] after
+/// job at a time, in arrival order, and each at least 10 ms after
 /// the one before: a flood of key halves waits its turn asynchronously
 /// instead of taking the cores that answer quotes.
 #[derive(Debug, Clone)]

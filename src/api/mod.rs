@@ -5,13 +5,14 @@ mod body;
 mod error;
 mod handlers;
 mod integrity_body;
-pub mod keys;
+mod keys;
 mod params;
 mod refusals;
 mod server;
 
 pub use body::BodyLimits;
 pub use error::ApiError;
+pub use keys::KeyWork;
 pub use server::{bind, ServerLimits};
 
 use std::future::{ready, Ready};
@@ -54,7 +55,7 @@ pub struct ApiState {
     /// Request body limits.
     pub limits: BodyLimits,
     /// Key-half and notification crypto: one at a time, at a bounded rate.
-    pub key_work: keys::KeyWork,
+    pub key_work: KeyWork,
     /// Client errors, counted and reported once a minute.
     pub refusals: refusals::RefusalLog,
 }
