@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/keylime-agent-target}
 
 # The Keylime releases the agent is tested against: the newest first, the
 # one the full suite and the demo use. PEERS_RELEASE picks another one.
-PEER_RELEASES=(7.14.3 7.14.0 7.13.1 7.12.2)
+PEER_RELEASES=(7.14.3 7.14.2 7.14.0 7.13.1 7.12.2)
 DEFAULT_RELEASE=${PEER_RELEASES[0]}
 
 # peer_release_dir RELEASE: where that release's venv and source live,

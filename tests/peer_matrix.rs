@@ -1,5 +1,5 @@
 //! The core end-to-end cases against every Keylime release in the field
-//! (7.12.2, 7.13.1, 7.14.0 and 7.14.3, each from its own venv), each with an RSA
+//! (7.12.2, 7.13.1, 7.14.0, 7.14.2 and 7.14.3, each from its own venv), each with an RSA
 //! and an ECC (P-256 EK, ECDSA AK) identity: register and activate,
 //! `keylime_tenant -c add` with a PCR 17 policy, an IMA runtime policy and
 //! a payload with `--verify`, attestation over at least five polls, then
@@ -15,7 +15,7 @@ mod common;
 
 use common::{
     ima_entries, registered_agent, wait_until, Peers, Release, Swtpm, KEYLIME_7_12, KEYLIME_7_13,
-    KEYLIME_7_14, KEYLIME_7_14_0,
+    KEYLIME_7_14, KEYLIME_7_14_0, KEYLIME_7_14_2,
 };
 
 const GET_QUOTE: i64 = 3;
@@ -215,6 +215,24 @@ fn keylime_7_14_0_ecc() {
         KEYLIME_7_14_0,
         Identity::Ecc,
         "f7a8b9c0-1d2e-4f3a-9b4c-5d6e7f8a9b0c",
+    );
+}
+
+#[test]
+fn keylime_7_14_2_rsa() {
+    core_cases(
+        KEYLIME_7_14_2,
+        Identity::Rsa,
+        "a8b9c0d1-2e3f-4a4b-8c5d-6e7f8a9b0c1d",
+    );
+}
+
+#[test]
+fn keylime_7_14_2_ecc() {
+    core_cases(
+        KEYLIME_7_14_2,
+        Identity::Ecc,
+        "b9c0d1e2-3f4a-4b5c-9d6e-7f8a9b0c1d2e",
     );
 }
 

@@ -246,6 +246,12 @@ pub const KEYLIME_7_14: Release = Release {
     api: "2.6",
     ip_in_server_cert: true,
 };
+/// The last 7.14 release with API 2.5 (its certificates name 127.0.0.1).
+pub const KEYLIME_7_14_2: Release = Release {
+    name: "7.14.2",
+    api: "2.5",
+    ip_in_server_cert: true,
+};
 /// The first 7.14 release (API 2.5, certificates naming only `server`).
 pub const KEYLIME_7_14_0: Release = Release {
     name: "7.14.0",
