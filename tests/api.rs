@@ -497,11 +497,7 @@ fn run_as_drops_root_and_the_agent_keeps_answering() {
     };
     let log = s.agent.output();
     assert!(log.contains("now running as keylime"), "{log}");
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", s.agent.pid())).expect("status");
-    let uids: Vec<u32> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
+    let uids: Vec<u32> = common::proc_status(s.agent.pid(), "Uid")
         .expect("Uid line")
         .split_whitespace()
         .map(|v| v.parse().expect("uid"))

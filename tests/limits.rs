@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{serve, Served};
+use common::{open_fds, proc_kib, serve, Served};
 use openssl::ssl::SslStream;
 
 const QUOTE: &str =
@@ -45,19 +45,6 @@ fn timed_get(s: &Served, path: &str) -> (u16, Duration) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, started.elapsed())
-}
-
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// 16 concurrent `keys/ukey` posts of a 15 MiB body each, chunked where
@@ -194,7 +181,7 @@ fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
         statuses.iter().any(|s| s.starts_with("HTTP/1.1 413")),
         "{statuses:?}"
     );
-    let peak = vm_kib(pid, "VmHWM:");
+    let peak = proc_kib(pid, "VmHWM");
     eprintln!(
         "peak RSS {:.1} MB; answers {statuses:?}",
         peak as f64 / 1024.0
@@ -216,7 +203,7 @@ fn bodies_each_within_their_limit_share_one_budget_and_memory_stays_bounded() {
     let statuses = post_big_bodies_at_once(&s, |_| false);
     let count = |code: &str| statuses.iter().filter(|s| s.starts_with(code)).count();
     let (read, refused) = (count("HTTP/1.1 400"), count("HTTP/1.1 503"));
-    let peak = vm_kib(pid, "VmHWM:");
+    let peak = proc_kib(pid, "VmHWM");
     eprintln!(
         "peak RSS {:.1} MB; {read} bodies read and refused as not JSON, {refused} over the budget",
         peak as f64 / 1024.0

@@ -162,17 +162,6 @@ fn service_credentials_wrapper(dir: &Path) -> PathBuf {
     wrapper
 }
 
-/// A field of /proc/PID/status.
-fn proc_status(pid: u32, field: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {field}"))
-        .trim()
-        .to_string()
-}
-
 fn mode(path: &str) -> u32 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -361,18 +350,18 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         &env,
     );
     agent.wait_for("registered and activated", 30);
-    assert_eq!(
-        proc_status(agent.pid(), "Uid").split_whitespace().next(),
-        Some("0")
-    );
+    let status = |field: &str| {
+        common::proc_status(agent.pid(), field).unwrap_or_else(|| panic!("no {field}"))
+    };
+    assert_eq!(status("Uid").split_whitespace().next(), Some("0"));
     for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
         assert_eq!(
-            proc_status(agent.pid(), caps),
+            status(caps),
             "0000000000000000",
             "{caps}: the service's agent has no capability"
         );
     }
-    assert_eq!(proc_status(agent.pid(), "NoNewPrivs"), "1");
+    assert_eq!(status("NoNewPrivs"), "1");
     let port: u16 = overrides[1].1.parse().expect("port");
     let (status, body) = common::https_get(
         port,

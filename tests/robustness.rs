@@ -413,16 +413,9 @@ fn a_hostile_corpus_gets_envelopes_or_closed_connections_and_breaks_nothing() {
         return;
     };
     let pid = s.agent.pid();
-    let vm = |field: &str| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-    let (rss_before, fds_before) = (vm("VmRSS:"), fds());
+    let vm = |field: &str| common::proc_kib(pid, field);
+    let fds = || common::open_fds(pid);
+    let (rss_before, fds_before) = (vm("VmRSS"), fds());
     let log_before = s.agent.output().lines().count();
     let cases = corpus();
     assert!(cases.len() >= 2000, "{} cases", cases.len());
@@ -481,7 +474,7 @@ fn a_hostile_corpus_gets_envelopes_or_closed_connections_and_breaks_nothing() {
         cases.len(),
         started.elapsed(),
         rss_before,
-        vm("VmRSS:"),
+        vm("VmRSS"),
         fds()
     );
     assert!(
@@ -526,9 +519,9 @@ fn a_hostile_corpus_gets_envelopes_or_closed_connections_and_breaks_nothing() {
         fds()
     );
     assert!(
-        vm("VmRSS:") <= rss_before + 16 * 1024,
+        vm("VmRSS") <= rss_before + 16 * 1024,
         "RSS {rss_before} → {} KiB",
-        vm("VmRSS:")
+        vm("VmRSS")
     );
     let log = s.agent.output();
     // (No registrar runs here: its retries are not about the corpus. The

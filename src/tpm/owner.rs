@@ -208,14 +208,10 @@ impl Live {
         start_up_if_needed(&mut ctx)?;
         let banks = super::probe::allocated_banks(&mut ctx)?;
         if !banks.contains(&config.hash_alg.to_tpm()) {
-            let names: Vec<String> = banks
-                .iter()
-                .map(|b| format!("{b:?}").to_lowercase())
-                .collect();
             return Err(TpmError::Invalid(format!(
                 "tpm_hash_alg = {}: the TPM has no allocated {0} PCR bank (it has {}); set tpm_hash_alg to one of those",
                 config.hash_alg,
-                names.join(", ")
+                super::probe::bank_names(&banks).join(", ")
             )));
         }
         if !has_resource_manager(&config.tcti) {

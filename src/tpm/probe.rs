@@ -112,10 +112,7 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         property(&mut ctx, PropertyTag::FirmwareVersion1)?,
         property(&mut ctx, PropertyTag::FirmwareVersion2)?
     );
-    let pcr_banks = allocated_banks(&mut ctx)?
-        .iter()
-        .map(|bank| format!("{bank:?}").to_lowercase())
-        .collect();
+    let pcr_banks = bank_names(&allocated_banks(&mut ctx)?);
     let ek_cert_index = config.encryption_alg.ek_certificate_nv_index();
     let ek_cert_pem = keys::read_ek_certificate(&mut ctx, ek_cert_index)?;
     if !config.owner_auth.is_empty() {
@@ -147,6 +144,14 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         ek_public_pem,
         ak,
     })
+}
+
+/// The banks' names as configs spell them (`sha256`).
+pub fn bank_names(banks: &[HashingAlgorithm]) -> Vec<String> {
+    banks
+        .iter()
+        .map(|bank| format!("{bank:?}").to_lowercase())
+        .collect()
 }
 
 /// The PCR banks with at least one PCR allocated.

@@ -72,6 +72,27 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A field of `/proc/PID/status` (`field` without its colon), trimmed.
+pub fn proc_status(pid: u32, field: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), 0 when absent.
+pub fn proc_kib(pid: u32, field: &str) -> u64 {
+    proc_status(pid, field)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
 /// Skips (returns `None`) with a printed reason, or panics under `CI=true`
 /// or `AGENT_TESTS_STRICT=1` (set by `swtpm-ci/test`, which installs every
 /// prerequisite first, so a skip there would be a test that cannot fail).
