@@ -7,9 +7,8 @@
 //! Writing happens on one thread of its own, in the order records were
 //! made, so a slow disk never holds up a request.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::OnceLock;
@@ -75,13 +74,29 @@ impl Event {
 static FILE_SINK: OnceLock<Sender<String>> = OnceLock::new();
 
 /// Opens `path` for appending (created 0600) and starts the writer thread.
-/// Called once at start; later calls keep the first file.
+/// Called once at start, as root when the agent starts as root: the file
+/// stays root's, written through the descriptor opened here after the
+/// switch to `run_as`. A link at `path` is refused, not followed.
+/// Later calls keep the first file.
 pub fn open(path: &Path) -> std::io::Result<()> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "audit_log has no file name",
+        )
+    })?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = match crate::secure_fs::Dir::open(parent) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::secure_fs::ensure_private_dir(parent)?
+        }
+        Err(e) => return Err(e),
+    };
+    let file = dir.open_append(name)?;
     let (sender, records) = mpsc::channel::<String>();
     let path = path.to_path_buf();
     std::thread::Builder::new()

@@ -127,6 +127,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    crate::privileges::harden_process();
     let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
         Ok(loaded) => loaded,
         Err(e) => {

@@ -64,3 +64,4 @@ pub mod secure_fs;
 pub mod service;
 pub mod tls;
 pub mod tpm;
+pub mod untrusted;

@@ -3,9 +3,18 @@
 //! unsigned, unverifiable or badly signed messages are logged and run
 //! nothing. Verified ones run the configured actions and, if allowed, the
 //! payload's `action_list`, each with the message as a JSON file argument.
+//!
+//! A verified notification is acted on once: the SHA-256 of every message
+//! acted on (the last [`REMEMBERED`]) and the newest `event_time` are kept
+//! in `<keylime_dir>/revocation/acted.json`, so the same message, or one
+//! older than the newest acted on, is refused even after a restart. The
+//! certificate from a payload is copied into that directory at delivery
+//! and read from there, never from the payload directory that the next
+//! delivery replaces.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -18,6 +27,10 @@ use crate::{crypto, secure_fs};
 
 /// The certificate name the tenant's `--cert` package carries.
 pub const PAYLOAD_CERT: &str = "RevocationNotifier-cert.crt";
+/// The record of what was acted on, in the revocation directory.
+const ACTED_FILE: &str = "acted.json";
+/// How many acted-on messages are remembered.
+pub const REMEMBERED: usize = 256;
 
 /// A notification that cannot even be read.
 #[derive(Debug, Error)]
@@ -35,6 +48,19 @@ pub enum Verdict {
     BadSignature,
     /// Verified: these actions are being run.
     Verified(Vec<String>),
+    /// Verified, but this message was acted on already: nothing runs.
+    Replayed,
+    /// Verified, but older than the newest message acted on: nothing runs.
+    Stale,
+}
+
+/// What was acted on, as kept in `acted.json`.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Acted {
+    /// Hex SHA-256 of the messages acted on, oldest first.
+    digests: VecDeque<String>,
+    /// The newest `event_time` acted on, as (year, month, day, h, m, s).
+    newest: Option<(u32, u32, u32, u32, u32, u32)>,
 }
 
 /// Revocation handling for one agent; cheap to clone.
@@ -43,12 +69,28 @@ pub struct Revocation {
     config: Arc<RevocationConfig>,
     unzipped: PathBuf,
     secure_dir: PathBuf,
+    acted: Arc<Mutex<Acted>>,
 }
 
 impl Revocation {
     /// Handling with `config`; payload files are looked up in `unzipped`,
-    /// message files are written to `secure_dir`.
+    /// message files are written to `secure_dir`; what was acted on is
+    /// read from `config.state_dir`.
     pub fn new(config: RevocationConfig, unzipped: PathBuf, secure_dir: PathBuf) -> Self {
+        let acted = match secure_fs::read_private(&config.state_dir.join(ACTED_FILE)) {
+            Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "{}: unreadable ({e}); starting a new record of acted-on revocations",
+                    config.state_dir.join(ACTED_FILE).display()
+                );
+                Acted::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Acted::default(),
+            Err(e) => {
+                tracing::warn!("the record of acted-on revocations: {e}");
+                Acted::default()
+            }
+        };
         if config.zeromq_requested {
             tracing::warn!(
                 "enable_revocation_notifications: ZeroMQ notifications are not supported; \
@@ -59,6 +101,7 @@ impl Revocation {
             config: Arc::new(config),
             unzipped,
             secure_dir,
+            acted: Arc::new(Mutex::new(acted)),
         }
     }
 
@@ -71,17 +114,27 @@ impl Revocation {
             .ok_or_else(|| {
                 MalformedNotification("msg is not a JSON object encoded as a string".into())
             })?;
+        // Unsigned fields: escaped before they reach a log line.
+        let field =
+            |name: &str| crate::untrusted::escape_to(event[name].as_str().unwrap_or("?"), 100);
         let summary = format!(
             "revocation notification (type {}, agent {}, event {})",
-            event["type"].as_str().unwrap_or("?"),
-            event["agent_id"].as_str().unwrap_or("?"),
-            event["event_id"].as_str().unwrap_or("-"),
+            field("type"),
+            field("agent_id"),
+            field("event_id"),
         );
-        let verdict = self.verify(msg, signature);
+        let verdict = match self.verify(msg, signature) {
+            Verdict::Verified(actions) => self
+                .first_time(msg, &event)
+                .unwrap_or(Verdict::Verified(actions)),
+            other => other,
+        };
         let (name, actions) = match &verdict {
             Verdict::Unsigned => ("unsigned", Vec::new()),
             Verdict::NoCertificate => ("no_certificate", Vec::new()),
             Verdict::BadSignature => ("bad_signature", Vec::new()),
+            Verdict::Replayed => ("replayed", Vec::new()),
+            Verdict::Stale => ("stale", Vec::new()),
             Verdict::Verified(actions) => ("verified", actions.clone()),
         };
         crate::metrics::Metrics::count(&crate::metrics::get().revocations, name);
@@ -110,6 +163,12 @@ impl Revocation {
                     "{summary} has an invalid signature; no action taken"
                 ));
             }
+            Verdict::Replayed => refused(format!(
+                "{summary} is a replay of one already acted on; no action taken"
+            )),
+            Verdict::Stale => refused(format!(
+                "{summary} is older than the newest one acted on (a replay); no action taken"
+            )),
             Verdict::Verified(actions) => {
                 crate::audit::record(crate::audit::Event::RevocationReceived, fields.clone());
                 tracing::info!("{summary} verified; running {} action(s)", actions.len());
@@ -121,11 +180,45 @@ impl Revocation {
         Ok(verdict)
     }
 
+    /// `None` when `msg` may be acted on (and is now recorded as acted
+    /// on); otherwise why not.
+    fn first_time(&self, msg: &str, event: &Value) -> Option<Verdict> {
+        let digest = hex::encode(openssl::sha::sha256(msg.as_bytes()));
+        let when = event["event_time"].as_str().and_then(parse_event_time);
+        let mut acted = self
+            .acted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if acted.digests.contains(&digest) {
+            return Some(Verdict::Replayed);
+        }
+        if let (Some(when), Some(newest)) = (when, acted.newest) {
+            if when < newest {
+                return Some(Verdict::Stale);
+            }
+        }
+        acted.digests.push_back(digest);
+        while acted.digests.len() > REMEMBERED {
+            acted.digests.pop_front();
+        }
+        if when.is_some() && when > acted.newest {
+            acted.newest = when;
+        }
+        let record = serde_json::to_vec(&*acted).unwrap_or_default();
+        drop(acted);
+        if let Err(e) = secure_fs::write_private(&self.config.state_dir.join(ACTED_FILE), &record) {
+            tracing::error!(
+                "cannot record the acted-on revocation ({e}); it would be acted on again after a restart"
+            );
+        }
+        None
+    }
+
     fn cert_path(&self) -> PathBuf {
         self.config
             .cert
             .clone()
-            .unwrap_or_else(|| self.unzipped.join(PAYLOAD_CERT))
+            .unwrap_or_else(|| self.config.state_dir.join(PAYLOAD_CERT))
     }
 
     fn verify(&self, msg: &str, signature: &str) -> Verdict {
@@ -194,6 +287,47 @@ impl Revocation {
     }
 }
 
+/// Keeps the payload's revocation certificate: copied from `unzipped`
+/// into `state_dir` at delivery, or removed there when the new payload has
+/// none. Called by the delivery, right after the payload was stored.
+pub fn adopt_payload_certificate(unzipped: &Path, state_dir: &Path) -> std::io::Result<()> {
+    let copy = state_dir.join(PAYLOAD_CERT);
+    match secure_fs::read_private(&unzipped.join(PAYLOAD_CERT)) {
+        Ok((pem, _)) => {
+            secure_fs::write_private(&copy, &pem)?;
+            tracing::info!(
+                "revocation certificate from the payload kept as {}",
+                copy.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match secure_fs::Dir::open(state_dir)
+        {
+            Ok(dir) => dir.remove(std::ffi::OsStr::new(PAYLOAD_CERT)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// The verifier's `event_time` (`time.asctime()`: `Sun Nov 22 04:24:56
+/// 2026`, the day padded with a space) as a tuple that orders in time.
+fn parse_event_time(text: &str) -> Option<(u32, u32, u32, u32, u32, u32)> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = text.split_whitespace();
+    let _weekday = parts.next()?;
+    let month_name = parts.next()?;
+    let month = u32::try_from(MONTHS.iter().position(|m| *m == month_name)?).ok()? + 1;
+    let day = parts.next()?.parse().ok()?;
+    let mut clock = parts.next()?.split(':').map(|p| p.parse::<u32>().ok());
+    let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
+    let year = parts.next()?.parse().ok()?;
+    Some((year, month, day, h, m, s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +385,10 @@ mod tests {
                 allow_payload_actions: true,
                 action_timeout: Duration::from_secs(5),
                 zeromq_requested: false,
+                state_dir: self.dir.path().join("revocation"),
             };
+            adopt_payload_certificate(&self.dir.path().join("unzipped"), &config.state_dir)
+                .expect("adopt");
             Revocation::new(
                 config,
                 self.dir.path().join("unzipped"),
@@ -327,7 +464,7 @@ mod tests {
             r.handle(MSG, "not base64!").expect("ok"),
             Verdict::BadSignature
         );
-        std::fs::remove_file(f.dir.path().join("unzipped").join(PAYLOAD_CERT)).expect("rm");
+        std::fs::remove_file(f.dir.path().join("revocation").join(PAYLOAD_CERT)).expect("rm");
         assert_eq!(
             r.handle(MSG, &f.sign(MSG)).expect("ok"),
             Verdict::NoCertificate
@@ -336,5 +473,58 @@ mod tests {
         assert!(!f.marker().exists());
         assert!(r.handle("not json", "").is_err());
         assert!(r.handle("\"a string\"", "").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_message_acted_on_is_refused_again_and_after_a_restart_and_so_is_an_older_one() {
+        let f = Fixture::new();
+        let first =
+            r#"{"type": "revocation", "agent_id": "a1", "event_time": "Sun Nov 22 04:24:56 2026"}"#;
+        let older =
+            r#"{"type": "revocation", "agent_id": "a2", "event_time": "Sat Nov  7 23:59:59 2026"}"#;
+        let newer =
+            r#"{"type": "revocation", "agent_id": "a3", "event_time": "Mon Nov 23 00:00:00 2026"}"#;
+        let r = f.revocation();
+        assert!(matches!(
+            r.handle(first, &f.sign(first)).expect("ok"),
+            Verdict::Verified(_)
+        ));
+        assert_eq!(
+            r.handle(first, &f.sign(first)).expect("ok"),
+            Verdict::Replayed
+        );
+        let restarted = f.revocation();
+        assert_eq!(
+            restarted.handle(first, &f.sign(first)).expect("ok"),
+            Verdict::Replayed
+        );
+        assert_eq!(
+            restarted.handle(older, &f.sign(older)).expect("ok"),
+            Verdict::Stale
+        );
+        assert!(matches!(
+            restarted.handle(newer, &f.sign(newer)).expect("ok"),
+            Verdict::Verified(_)
+        ));
+        // An unverified message is never recorded: a forged copy of a new
+        // message does not block the genuine one.
+        let fresh =
+            r#"{"type": "revocation", "agent_id": "a4", "event_time": "Tue Nov 24 00:00:00 2026"}"#;
+        assert_eq!(
+            restarted.handle(fresh, "Zm9yZ2Vk").expect("ok"),
+            Verdict::BadSignature
+        );
+        assert!(matches!(
+            restarted.handle(fresh, &f.sign(fresh)).expect("ok"),
+            Verdict::Verified(_)
+        ));
+    }
+
+    #[test]
+    fn event_times_order_in_time() {
+        let t = |s| parse_event_time(s).expect(s);
+        assert!(t("Sat Nov  7 23:59:59 2026") < t("Sun Nov 22 04:24:56 2026"));
+        assert!(t("Thu Dec 31 23:59:59 2026") < t("Fri Jan  1 00:00:00 2027"));
+        assert_eq!(parse_event_time("yesterday"), None);
     }
 }

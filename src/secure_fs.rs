@@ -1,75 +1,474 @@
-//! Files that hold secrets or identity: directories 0700, files 0600,
-//! written atomically (temporary file, fsync, rename) so that a crash never
-//! leaves a half-written key behind.
+//! Files that hold secrets or identity, opened so that root never follows a
+//! path another user controls.
+//!
+//! Every directory is reached by walking its path one component at a time
+//! from `/` with `O_NOFOLLOW`: a symbolic link on the way is followed only
+//! when root (or the agent's own user) owns it and it sits in a directory
+//! nobody else may change. Inside a directory, files are opened relative
+//! to the directory's descriptor with `O_NOFOLLOW`, new files with
+//! `O_EXCL` under a random name and renamed into place, and modes and
+//! owners are set on the descriptor (`fchmod`, `fchown`), never by path.
+//! A link where the agent expects its own file or directory is an error
+//! naming the path. A file or directory owned by another user is taken
+//! back through its descriptor when the agent runs as root (an earlier
+//! release handed the state directory to `run_as`), and refused otherwise.
+//!
+//! Directories are 0700 (or the mode asked for), files 0600, written
+//! atomically (temporary file, fsync, rename) so that a crash never leaves
+//! a half-written key behind.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, renameat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{fchown, getegid, geteuid, unlinkat, Gid, Uid, UnlinkatFlags};
+
+/// The largest private file the agent reads (keys, certificates, the AK
+/// store and its own records are a few KiB).
+pub const MAX_PRIVATE_FILE: u64 = 1 << 20;
+/// Links followed while resolving one path, as the kernel allows.
+const MAX_LINKS: usize = 40;
+
+/// Who must own a file or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The user.
+    pub uid: Uid,
+    /// The group.
+    pub gid: Gid,
+}
+
+impl Owner {
+    /// The process's effective user and group: whoever writes the file.
+    pub fn me() -> Self {
+        Self {
+            uid: geteuid(),
+            gid: getegid(),
+        }
+    }
+}
+
+/// A directory held open by descriptor; everything done inside it is
+/// relative to that descriptor.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the existing directory `path`, following only trusted links.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            fd: walk(path, false)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens `path`, creating it and missing parents (mode 0700), and makes
+    /// it owned by `owner` with `mode`. The last component must not be a
+    /// link.
+    pub fn ensure(path: &Path, mode: u32, owner: Owner) -> io::Result<Self> {
+        let (parent, name) = split(path)?;
+        let parent = Self {
+            fd: walk(parent, true)?,
+            path: parent.to_path_buf(),
+        };
+        parent.subdir(name, mode, owner)
+    }
+
+    /// The directory's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// `name` inside this directory, created if missing, owned by `owner`
+    /// with `mode`; a link or a non-directory there is an error.
+    pub fn subdir(&self, name: &OsStr, mode: u32, owner: Owner) -> io::Result<Self> {
+        let path = self.path.join(name);
+        match mkdirat(self.fd(), name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(at(&path, e)),
+        }
+        let fd = openat(
+            self.fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| opened(&path, e))?;
+        let stat = fstat(&fd).map_err(|e| at(&path, e))?;
+        take_ownership(&fd, &stat, &path, owner)?;
+        if stat.st_mode & 0o7777 != mode {
+            fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| at(&path, e))?;
+        }
+        Ok(Self { fd, path })
+    }
+
+    /// Gives this directory to `owner` (through its descriptor).
+    pub fn chown(&self, owner: Owner) -> io::Result<()> {
+        fchown(&self.fd, Some(owner.uid), Some(owner.gid)).map_err(|e| at(&self.path, e))
+    }
+
+    /// Writes `bytes` to `name` with mode 0600, replacing it atomically:
+    /// a temporary file under a random name created with `O_EXCL`, synced,
+    /// then renamed over `name` (a link there is replaced, not followed).
+    pub fn write_private(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        let mut random = [0u8; 8];
+        openssl::rand::rand_bytes(&mut random).map_err(io::Error::other)?;
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".{}.tmp", hex::encode(random)));
+        let fd = openat(
+            self.fd(),
+            tmp.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| opened(&self.path.join(&tmp), e))?;
+        let result = (|| {
+            let mut file = File::from(fd);
+            // The umask may have taken bits away, never added any; this
+            // makes the mode exact.
+            fchmod(&file, Mode::from_bits_truncate(0o600))?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            renameat(self.fd(), tmp.as_os_str(), self.fd(), name)?;
+            File::from(self.fd.try_clone()?).sync_all()
+        })();
+        if result.is_err() {
+            let _ = unlinkat(self.fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result.map_err(|e| {
+            io::Error::new(e.kind(), format!("{}: {e}", self.path.join(name).display()))
+        })
+    }
+
+    /// Reads the private file `name` (at most [`MAX_PRIVATE_FILE`] bytes),
+    /// first tightening its mode to 0600 if group or others could read it.
+    /// Returns whether the mode had to be fixed. A link, a special file, a
+    /// file with other hard links or one owned by another user (when the
+    /// agent cannot take it back) is an error.
+    pub fn read_private(&self, name: &OsStr) -> io::Result<(Vec<u8>, bool)> {
+        let path = self.path.join(name);
+        let fd = openat(
+            self.fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| opened(&path, e))?;
+        let stat = own_regular_file(&fd, &path, Owner::me())?;
+        let loose = stat.st_mode & 0o077 != 0;
+        if loose {
+            fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(|e| at(&path, e))?;
+        }
+        let mut bytes = Vec::new();
+        File::from(fd)
+            .take(MAX_PRIVATE_FILE + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_PRIVATE_FILE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: larger than {MAX_PRIVATE_FILE} bytes", path.display()),
+            ));
+        }
+        Ok((bytes, loose))
+    }
+
+    /// Opens `name` for appending, created 0600 if missing, with the same
+    /// checks as [`Self::read_private`].
+    pub fn open_append(&self, name: &OsStr) -> io::Result<File> {
+        let path = self.path.join(name);
+        let fd = openat(
+            self.fd(),
+            name,
+            OFlag::O_WRONLY
+                | OFlag::O_APPEND
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NONBLOCK,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| opened(&path, e))?;
+        let stat = own_regular_file(&fd, &path, Owner::me())?;
+        if stat.st_mode & 0o077 != 0 {
+            fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(|e| at(&path, e))?;
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Removes the file `name`; a missing file is no error.
+    pub fn remove(&self, name: &OsStr) -> io::Result<()> {
+        match unlinkat(self.fd(), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(at(&self.path.join(name), e)),
+        }
+    }
+}
 
 /// Creates `dir` (and missing parents) with mode 0700 and tightens an
-/// existing `dir` to 0700.
-pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
+/// existing `dir` to 0700; it must be (or is made) the agent's own.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<Dir> {
+    Dir::ensure(dir, 0o700, Owner::me())
 }
 
 /// Writes `bytes` to `path` with mode 0600, replacing it atomically. The
 /// parent directory is created 0700 if missing.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.exists() {
-        ensure_private_dir(parent)?;
-    }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let (parent, name) = split(path)?;
+    let dir = match Dir::open(parent) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => ensure_private_dir(parent)?,
+        Err(e) => return Err(e),
+    };
+    dir.write_private(name, bytes)
 }
 
 /// Reads a private file, first tightening its mode to 0600 if group or
 /// others could read it. Returns whether the mode had to be fixed.
 pub fn read_private(path: &Path) -> io::Result<(Vec<u8>, bool)> {
-    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
-    let loose = mode & 0o077 != 0;
-    if loose {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    let (parent, name) = split(path)?;
+    Dir::open(parent)?.read_private(name)
+}
+
+/// A path's parent (`.` for a bare name) and last component.
+fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: path has no file name", path.display()),
+        )
+    })?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((parent, name))
+}
+
+/// Checks that `fd` is a regular file with one link, and makes it
+/// `owner`'s (root takes back what another user owns).
+fn own_regular_file(fd: &OwnedFd, path: &Path, owner: Owner) -> io::Result<FileStat> {
+    let stat = fstat(fd).map_err(|e| at(path, e))?;
+    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a regular file", path.display()),
+        ));
     }
-    Ok((fs::read(path)?, loose))
+    if stat.st_nlink > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: has {} hard links; the agent's files have one (remove the other names)",
+                path.display(),
+                stat.st_nlink
+            ),
+        ));
+    }
+    take_ownership(fd, &stat, path, owner)?;
+    Ok(stat)
+}
+
+/// Makes the object behind `fd` owned by `owner`: nothing to do when it
+/// is; root takes it over through the descriptor (with one WARN line);
+/// anyone else is refused.
+fn take_ownership(fd: &OwnedFd, stat: &FileStat, path: &Path, owner: Owner) -> io::Result<()> {
+    if stat.st_uid == owner.uid.as_raw() && stat.st_gid == owner.gid.as_raw() {
+        return Ok(());
+    }
+    if !geteuid().is_root() {
+        if stat.st_uid == owner.uid.as_raw() {
+            return Ok(());
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: owned by uid {}, not by the agent (uid {}); the agent uses only files it owns",
+                path.display(),
+                stat.st_uid,
+                owner.uid
+            ),
+        ));
+    }
+    fchown(fd, Some(owner.uid), Some(owner.gid)).map_err(|e| at(path, e))?;
+    if stat.st_uid != owner.uid.as_raw() {
+        tracing::warn!(
+            "{}: was owned by uid {}; taken back by the agent (now uid {}, gid {})",
+            path.display(),
+            stat.st_uid,
+            owner.uid,
+            owner.gid
+        );
+    }
+    Ok(())
+}
+
+/// Opens the directory `path`, walking it from `/` (or the working
+/// directory) one component at a time, following a link only when
+/// [`trusted_link`] says so; with `create`, missing components are made
+/// (mode 0700). Returns a descriptor open for reading.
+fn walk(path: &Path, create: bool) -> io::Result<OwnedFd> {
+    let mut pending = components(path);
+    let mut current = start(path)?;
+    let mut links = 0;
+    let mut walked = PathBuf::from(if path.is_absolute() { "/" } else { "." });
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            current = open_path(&current, OsStr::new(".."), &walked)?;
+            walked.pop();
+            continue;
+        }
+        let here = walked.join(&name);
+        let fd = match open_path(&current, &name, &here) {
+            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                match mkdirat(&current, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(at(&here, e)),
+                }
+                open_path(&current, &name, &here)?
+            }
+            other => other?,
+        };
+        let stat = fstat(&fd).map_err(|e| at(&here, e))?;
+        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => {
+                current = fd;
+                walked = here;
+            }
+            SFlag::S_IFLNK => {
+                let parent = fstat(&current).map_err(|e| at(&walked, e))?;
+                if !trusted_link(&stat, &parent) {
+                    return Err(link_refused(&here));
+                }
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(at(&here, Errno::ELOOP));
+                }
+                let target = PathBuf::from(
+                    readlinkat(&current, name.as_os_str()).map_err(|e| at(&here, e))?,
+                );
+                let mut spliced = components(&target);
+                spliced.extend(pending);
+                pending = spliced;
+                if target.is_absolute() {
+                    current = start(&target)?;
+                    walked = PathBuf::from("/");
+                }
+            }
+            _ => return Err(at(&here, Errno::ENOTDIR)),
+        }
+    }
+    openat(
+        &current,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| at(path, e))
+}
+
+/// `/` for an absolute path, the working directory otherwise.
+fn start(path: &Path) -> io::Result<OwnedFd> {
+    let from = if path.is_absolute() { "/" } else { "." };
+    openat(
+        AT_FDCWD,
+        from,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| at(Path::new(from), e))
+}
+
+/// `name` in `dir` as an `O_PATH` descriptor, not following a link.
+fn open_path(dir: &OwnedFd, name: &OsStr, path: &Path) -> io::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| at(path, e))
+}
+
+/// The names to walk: normal components and `..`.
+fn components(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A link may be followed when root or the agent's user owns it and
+/// nobody else may replace it: its directory belongs to root or the agent
+/// and is not writable by others, or is sticky (as `/tmp` is).
+fn trusted_link(link: &FileStat, dir: &FileStat) -> bool {
+    let me = geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    let sticky = dir.st_mode & 0o1000 != 0;
+    trusted(link.st_uid) && (sticky || (trusted(dir.st_uid) && dir.st_mode & 0o022 == 0))
+}
+
+fn link_refused(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{}: is a symlink that another user controls; the agent does not follow it (remove it)",
+            path.display()
+        ),
+    )
+}
+
+/// An open with `O_NOFOLLOW` that failed: `ELOOP` (or `ENOTDIR` when a
+/// directory was asked for) with a link at `path` means a link stood where
+/// the agent expects its own file or directory.
+fn opened(path: &Path, errno: Errno) -> io::Error {
+    let is_link = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if errno == Errno::ELOOP || (errno == Errno::ENOTDIR && is_link()) {
+        return io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: is a symlink; the agent never follows a link where it keeps its own files (remove it)",
+                path.display()
+            ),
+        );
+    }
+    at(path, errno)
+}
+
+fn at(path: &Path, errno: Errno) -> io::Error {
+    let e = io::Error::from(errno);
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Whether a name is safe as one component inside a directory.
+pub fn is_plain_name(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty() && bytes != b"." && bytes != b".." && !bytes.contains(&b'/')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).expect("metadata").permissions().mode() & 0o777
@@ -99,5 +498,55 @@ mod tests {
         let (bytes, fixed) = read_private(&file).expect("read");
         assert_eq!((bytes.as_slice(), fixed), (&b"x"[..], true));
         assert_eq!(mode(&file), 0o600);
+    }
+
+    #[test]
+    fn a_link_where_a_private_file_belongs_is_refused_and_its_target_untouched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let state = tmp.path().join("state");
+        fs::create_dir(&state).expect("state");
+        std::os::unix::fs::symlink(&victim, state.join("key.pem")).expect("link");
+        let err = read_private(&state.join("key.pem")).expect_err("link read");
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(mode(&victim), 0o644, "no chmod through the link");
+        // Writing replaces the link itself; the target keeps its bytes.
+        write_private(&state.join("key.pem"), b"new").expect("write");
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        assert!(!fs::symlink_metadata(state.join("key.pem"))
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        // A linked directory where the agent expects its own is refused.
+        let victim_dir = tmp.path().join("victim_dir");
+        fs::create_dir(&victim_dir).expect("victim dir");
+        std::os::unix::fs::symlink(&victim_dir, state.join("secure")).expect("dir link");
+        let err = ensure_private_dir(&state.join("secure")).expect_err("dir link");
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(mode(&victim_dir), 0o755);
+    }
+
+    #[test]
+    fn hard_links_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("k");
+        fs::write(&file, b"x").expect("write");
+        fs::hard_link(&file, tmp.path().join("other")).expect("link");
+        let err = read_private(&file).expect_err("hard link");
+        assert!(err.to_string().contains("hard links"), "{err}");
+    }
+
+    #[test]
+    fn trusted_links_on_the_way_are_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).expect("real");
+        std::os::unix::fs::symlink(&real, tmp.path().join("alias")).expect("alias");
+        write_private(&tmp.path().join("alias/f"), b"ok").expect("through own link");
+        assert_eq!(fs::read(real.join("f")).expect("read"), b"ok");
+        assert!(is_plain_name(OsStr::new("a.json")));
+        assert!(!is_plain_name(OsStr::new("../a")));
     }
 }

@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-/// The variables a child process (a payload script) must not inherit: it
-/// could otherwise speak for the agent.
-pub const CHILD_ENV_REMOVED: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
-
 /// Tells systemd the agent is up, with `status` as its status line.
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);

@@ -17,7 +17,7 @@ use crate::http_client::ServerTrust;
 use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
 use crate::payload::{secure_dir, PayloadService};
 use crate::peer_compat;
-use crate::privileges::PrivilegeError;
+use crate::privileges::{self, Identity, PrivilegeError};
 use crate::registrar::{RegistrarClient, RegistrarEndpoint, RegistrarError, Registration};
 use crate::revocation::Revocation;
 use crate::secure_fs;
@@ -118,6 +118,54 @@ pub struct AgentCore {
     pub payload: PayloadService,
     /// Revocation notifications.
     pub revocation: Revocation,
+    /// The account `run_as` names, when the agent will switch to it.
+    pub run_as: Option<Identity>,
+    /// The secure directory as prepared (pull only).
+    pub secure: Option<secure_dir::Prepared>,
+}
+
+/// The state directory as laid out at start.
+struct StateLayout {
+    /// `run_as`, when the agent runs as root and will switch to it.
+    run_as: Option<Identity>,
+    /// The secure directory, once prepared (pull only).
+    secure: Option<secure_dir::Prepared>,
+}
+
+/// Lays out `keylime_dir`: root's (or the agent user's), 0700, or 0710
+/// with `run_as`'s group so that it can reach the two directories it owns
+/// (the secure directory and `revocation/`). Nothing else is given away.
+fn lay_out_state(config: &Config) -> Result<StateLayout, AgentError> {
+    let state_error = |source| AgentError::StateDir {
+        path: config.keylime_dir.display().to_string(),
+        source,
+    };
+    let run_as = match &config.run_as {
+        Some(run_as) if privileges::will_switch() => Some(privileges::resolve(run_as)?),
+        _ => None,
+    };
+    let me = secure_fs::Owner::me();
+    let (mode, owner) = match &run_as {
+        Some(identity) => (
+            0o710,
+            secure_fs::Owner {
+                uid: me.uid,
+                gid: identity.gid,
+            },
+        ),
+        None => (0o700, me),
+    };
+    let state = secure_fs::Dir::ensure(&config.keylime_dir, mode, owner).map_err(state_error)?;
+    let writer = run_as.as_ref().map_or(me, Identity::owner);
+    // `<keylime_dir>/revocation` (`config.revocation.state_dir`): what
+    // revocation keeps across restarts, written after the switch.
+    state
+        .subdir(std::ffi::OsStr::new("revocation"), 0o700, writer)
+        .map_err(state_error)?;
+    Ok(StateLayout {
+        run_as,
+        secure: None,
+    })
 }
 
 impl AgentCore {
@@ -131,12 +179,7 @@ impl AgentCore {
     /// As [`Self::prepare`], for `front`: the push worker needs no mTLS
     /// certificate and no secure payload directory.
     pub async fn prepare_for(config: &Config, front: FrontEnd) -> Result<Self, AgentError> {
-        secure_fs::ensure_private_dir(&config.keylime_dir).map_err(|source| {
-            AgentError::StateDir {
-                path: config.keylime_dir.display().to_string(),
-                source,
-            }
-        })?;
+        let layout = lay_out_state(config)?;
         // The NK (an RSA 2048 key, generated on the first start) does not
         // depend on the TPM: it is made while the TPM creates the EK and AK.
         let nk = {
@@ -168,16 +211,21 @@ impl AgentCore {
             tpm.keep_alive_from_owner(interval, crate::service::watchdog_ping);
         }
         let secure = &config.payload.secure_dir;
+        let mut layout = layout;
         if front == FrontEnd::Pull {
-            if let Err(source) = secure_dir::prepare(secure, &config.payload.secure_size) {
-                tpm.shutdown().await;
-                return Err(AgentError::SecureDir {
-                    path: secure.display().to_string(),
-                    source,
-                });
+            let writer = layout.run_as.as_ref().map(Identity::owner);
+            match secure_dir::prepare(secure, &config.payload.secure_size, writer) {
+                Ok(prepared) => layout.secure = Some(prepared),
+                Err(source) => {
+                    tpm.shutdown().await;
+                    return Err(AgentError::SecureDir {
+                        path: secure.display().to_string(),
+                        source,
+                    });
+                }
             }
         }
-        match Self::with_tpm(config, tpm.clone(), payload_key, registrar, front) {
+        match Self::with_tpm(config, tpm.clone(), payload_key, registrar, front, layout) {
             Ok(core) => Ok(core),
             Err(e) => {
                 tpm.shutdown().await;
@@ -192,6 +240,7 @@ impl AgentCore {
         payload_key: PayloadKey,
         registrar: RegistrarClient,
         front: FrontEnd,
+        layout: StateLayout,
     ) -> Result<Self, AgentError> {
         let agent_id = config
             .agent_id
@@ -264,7 +313,24 @@ impl AgentCore {
             attestation,
             payload,
             revocation,
+            run_as: layout.run_as,
+            secure: layout.secure,
         })
+    }
+
+    /// Switches to `run_as`, when set and the agent runs as root: called
+    /// by both front ends once the TPM, the secure directory, the logs and
+    /// (pull) the socket are open.
+    pub fn drop_privileges(&self) -> Result<(), AgentError> {
+        let Some(identity) = &self.run_as else {
+            return Ok(());
+        };
+        privileges::drop_to(identity)?;
+        crate::audit::record(
+            crate::audit::Event::PrivilegesDropped,
+            serde_json::json!({ "user": identity.name, "group": identity.group, "uid": identity.uid.as_raw() }),
+        );
+        Ok(())
     }
 
     /// Registers with the registrar and activates, retrying per policy;

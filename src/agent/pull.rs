@@ -13,7 +13,6 @@ use crate::api::{self, AgentInfo, ApiState, BodyLimits, ServerLimits};
 use crate::config::Config;
 use crate::observing::Observing;
 use crate::peer_compat;
-use crate::privileges;
 use crate::tls;
 
 /// API worker threads: the verifier and the tenant are the only clients.
@@ -150,7 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         core.attestation.hold_logs().await;
     }
     let server = match core.bind_server(&config).and_then(|bound| {
-        drop_privileges(&config)?;
+        core.drop_privileges()?;
         Ok(bound.start())
     }) {
         Ok(server) => server,
@@ -183,29 +182,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     crate::service::stopping();
     server.stop().await;
+    if let Some(prepared) = core.secure {
+        crate::payload::secure_dir::release(&config.payload.secure_dir, prepared);
+    }
     core.tpm.shutdown().await;
     observing.stop().await;
     tracing::info!("agent {} stopped", core.agent_id);
     outcome
-}
-
-/// Switches to `run_as`, when set, handing it the files the agent keeps
-/// writing; the TPM, the tmpfs, the logs and the socket are open already.
-fn drop_privileges(config: &Config) -> Result<(), AgentError> {
-    let Some(run_as) = &config.run_as else {
-        return Ok(());
-    };
-    let owned = [
-        config.keylime_dir.as_path(),
-        config.agent_data_path.as_path(),
-        config.payload_key.as_path(),
-        config.server_key.as_path(),
-        config.server_cert.as_path(),
-    ];
-    privileges::drop_to(run_as, &owned)?;
-    crate::audit::record(
-        crate::audit::Event::PrivilegesDropped,
-        serde_json::json!({ "user": run_as.user, "group": run_as.group }),
-    );
-    Ok(())
 }

@@ -112,6 +112,8 @@ pub async fn revocation(
         Verdict::Unsigned => "Notification not signed; no action taken",
         Verdict::NoCertificate => "No revocation certificate; no action taken",
         Verdict::BadSignature => "Invalid signature; no action taken",
+        Verdict::Replayed => "Already acted on (a replay); no action taken",
+        Verdict::Stale => "Older than the newest notification acted on; no action taken",
     };
     Ok(super::error::envelope(
         actix_web::http::StatusCode::OK,

@@ -27,6 +27,9 @@ pub struct PayloadConfig {
     pub payload_script_timeout: Duration,
     /// Accept payloads without mTLS (`enable_insecure_payload`).
     pub enable_insecure_payload: bool,
+    /// Where the payload's revocation certificate is kept once delivered
+    /// (`<keylime_dir>/revocation`).
+    pub revocation_dir: PathBuf,
 }
 
 /// How revocation notifications are verified and acted on.
@@ -45,6 +48,9 @@ pub struct RevocationConfig {
     pub action_timeout: Duration,
     /// ZeroMQ notifications asked for (`enable_revocation_notifications`).
     pub zeromq_requested: bool,
+    /// `<keylime_dir>/revocation`: the payload's certificate as delivered
+    /// and the record of notifications acted on.
+    pub state_dir: PathBuf,
 }
 
 impl PayloadConfig {
@@ -70,6 +76,7 @@ impl PayloadConfig {
                 "false",
                 values::boolean,
             )?,
+            revocation_dir: dir.join("revocation"),
         })
     }
 }
@@ -103,6 +110,7 @@ impl RevocationConfig {
                 "false",
                 values::boolean,
             )?,
+            state_dir: dir.join("revocation"),
         })
     }
 }

@@ -49,6 +49,9 @@ pub async fn deliver(
             .await
             .map_err(io::Error::other)??
     };
+    if let Err(e) = crate::revocation::adopt_payload_certificate(&dir, &config.revocation_dir) {
+        tracing::error!("keeping the payload's revocation certificate: {e}");
+    }
     if !prepared {
         return Ok(());
     }
@@ -155,6 +158,7 @@ mod tests {
             payload_script: Some("autorun.sh".into()),
             payload_script_timeout: Duration::from_secs(5),
             enable_insecure_payload: false,
+            revocation_dir: dir.join("revocation"),
         }
     }
 

@@ -1,13 +1,23 @@
 //! The secure directory (`<keylime_dir>/secure`) where K and payloads go:
 //! a memory-backed tmpfs, mounted by the agent when it runs as root (or
 //! already mounted by the system), else a 0700 directory with a warning.
+//! It is opened without following links and mounted through its
+//! descriptor, so a link planted there never sends the mount elsewhere;
+//! the tmpfs has a bounded size and inode count. It belongs to the
+//! identity the agent writes it as (`run_as` after the switch).
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use nix::mount::{mount, MsFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::secure_fs;
+use crate::secure_fs::{self, Owner};
+
+/// Files and directories the tmpfs may hold: K, the payload, its
+/// unpacked entries (at most [`super::zip_extract::MAX_ENTRIES`]) and the
+/// revocation message files.
+pub const TMPFS_INODES: u32 = 2048;
 
 /// What backs the secure directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,31 +28,90 @@ pub enum SecureBacking {
     Directory,
 }
 
-/// Makes sure `dir` exists and is a tmpfs when possible.
-pub fn prepare(dir: &Path, size: &str) -> io::Result<SecureBacking> {
-    secure_fs::ensure_private_dir(dir)?;
-    if is_tmpfs_mount(dir)? {
-        return Ok(SecureBacking::Tmpfs);
+/// What [`prepare`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// What backs the directory.
+    pub backing: SecureBacking,
+    /// Whether the agent mounted the tmpfs (and so takes it away at stop).
+    pub mounted_here: bool,
+}
+
+/// Makes sure `dir` exists and is a tmpfs when possible, owned by
+/// `writer` (the agent's own user when `None`), mode 0700.
+pub fn prepare(dir: &Path, size: &str, writer: Option<Owner>) -> io::Result<Prepared> {
+    let owner = writer.unwrap_or_else(Owner::me);
+    let opened = secure_fs::Dir::ensure(dir, 0o700, Owner::me())?;
+    let mut prepared = Prepared {
+        backing: SecureBacking::Tmpfs,
+        mounted_here: false,
+    };
+    if !is_tmpfs_mount(dir)? {
+        if may_mount() {
+            let options = format!("size={size},nr_inodes={TMPFS_INODES},mode=0700");
+            // Through the descriptor: the directory opened above, whatever
+            // the path names by now.
+            let target = format!("/proc/self/fd/{}", opened.fd().as_raw_fd());
+            mount(
+                Some("tmpfs"),
+                target.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            )
+            .map_err(io::Error::from)?;
+            prepared.mounted_here = true;
+            tracing::info!(
+                "mounted a {size} tmpfs ({TMPFS_INODES} inodes) on {}",
+                dir.display()
+            );
+        } else {
+            tracing::warn!(
+                "{} is not a tmpfs and the agent may not mount one (it needs CAP_SYS_ADMIN): \
+                 K and payloads are stored on disk (mode 0700)",
+                dir.display()
+            );
+            prepared.backing = SecureBacking::Directory;
+        }
     }
-    if !may_mount() {
-        tracing::warn!(
-            "{} is not a tmpfs and the agent may not mount one (it needs CAP_SYS_ADMIN): \
-             K and payloads are stored on disk (mode 0700)",
-            dir.display()
-        );
-        return Ok(SecureBacking::Directory);
+    drop(opened);
+    // The mount's root (or the directory): checked again and handed to
+    // the writer through its descriptor.
+    secure_fs::Dir::ensure(dir, 0o700, owner)?;
+    Ok(prepared)
+}
+
+/// At stop: a tmpfs the agent mounted is unmounted when it still may
+/// (it runs as root); otherwise (it switched to `run_as`) its contents
+/// are removed, so K and the payload do not outlive the agent either way.
+pub fn release(dir: &Path, prepared: Prepared) {
+    if !prepared.mounted_here {
+        return;
     }
-    let options = format!("size={size},mode=0700");
-    mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(options.as_str()),
-    )
-    .map_err(io::Error::from)?;
-    tracing::info!("mounted a {size} tmpfs on {}", dir.display());
-    Ok(SecureBacking::Tmpfs)
+    if may_mount() {
+        match umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => tracing::info!("unmounted the tmpfs on {}", dir.display()),
+            Err(e) => tracing::warn!("unmounting the tmpfs on {}: {e}", dir.display()),
+        }
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
+            tracing::warn!("emptying {} at stop: {e}", path.display());
+        }
+    }
+    tracing::info!(
+        "emptied the tmpfs on {} (the agent no longer may unmount it)",
+        dir.display()
+    );
 }
 
 /// Whether this process may mount a tmpfs: CAP_SYS_ADMIN is in its

@@ -11,6 +11,9 @@ use crate::secure_fs;
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 /// Upper bound on what one payload may unpack to (the tmpfs bounds it too).
 const MAX_UNPACKED: u64 = 1 << 30;
+/// Upper bound on the entries of one archive (files and directories): a
+/// zip of millions of empty entries would otherwise cost a file each.
+pub const MAX_ENTRIES: usize = 1000;
 
 /// Whether `data` looks like a zip archive.
 pub fn is_zip(data: &[u8]) -> bool {
@@ -23,6 +26,12 @@ pub fn extract(data: &[u8], dest: &Path) -> io::Result<Vec<PathBuf>> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let mut archive = zip::ZipArchive::new(io::Cursor::new(data))
         .map_err(|e| bad(format!("not a zip archive: {e}")))?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(bad(format!(
+            "the archive has {} entries; at most {MAX_ENTRIES} are unpacked",
+            archive.len()
+        )));
+    }
     let mut planned = Vec::new();
     for i in 0..archive.len() {
         let entry = archive.by_index(i).map_err(|e| bad(e.to_string()))?;
@@ -129,6 +138,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = archive(&[("good", b"1")], Some(("link", "/etc/passwd")));
         assert!(extract(&data, dir.path()).is_err(), "symlink");
+    }
+
+    #[test]
+    fn an_archive_of_too_many_entries_is_refused_before_anything_is_written() {
+        let names: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("f{i}")).collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = extract(&archive(&entries, None), dir.path()).expect_err("too many");
+        assert!(err.to_string().contains("entries"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+        let fewer = &entries[..MAX_ENTRIES];
+        assert_eq!(
+            extract(&archive(fewer, None), dir.path())
+                .expect("at the cap")
+                .len(),
+            MAX_ENTRIES
+        );
     }
 
     #[test]

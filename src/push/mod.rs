@@ -55,7 +55,18 @@ pub async fn run(
             return Err(e.into());
         }
     };
-    let outcome = attest(&core, &config, &settings, boot_time, shutdown).await;
+    // The IMA log's descriptor and the verifier's CA are taken while the
+    // agent may still read root's files; then `run_as`, as in pull mode.
+    if core.run_as.is_some() {
+        core.attestation.hold_logs().await;
+    }
+    let outcome = match verifier_client(&core, &settings).and_then(|client| {
+        core.drop_privileges()?;
+        Ok(client)
+    }) {
+        Ok(client) => attest_with(&core, &config, &settings, boot_time, client, shutdown).await,
+        Err(e) => Err(e),
+    };
     crate::service::stopping();
     observing.stop().await;
     core.tpm.shutdown().await;
@@ -72,14 +83,30 @@ pub async fn attest(
     boot_time: u64,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PushError> {
-    let client = VerifierClient::new(
+    let client = verifier_client(core, settings)?;
+    attest_with(core, config, settings, boot_time, client, shutdown).await
+}
+
+/// The verifier's client: its CA file is read here.
+fn verifier_client(core: &AgentCore, settings: &PushSettings) -> Result<VerifierClient, PushError> {
+    Ok(VerifierClient::new(
         &settings.verifier_url,
         ServerTrust {
             ca_file: settings.verifier_tls_ca_cert.clone(),
             ca_key: "verifier_tls_ca_cert",
         },
         core.agent_id.as_str(),
-    )?;
+    )?)
+}
+
+async fn attest_with(
+    core: &AgentCore,
+    config: &Config,
+    settings: &PushSettings,
+    boot_time: u64,
+    client: VerifierClient,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PushError> {
     let mut worker = Worker::new(WorkerSetup {
         client,
         attestation: core.attestation.clone(),

@@ -135,8 +135,29 @@ enum Stored {
     Matching(Public, Private),
 }
 
-fn stored_for(ek_tpm: &[u8], config: &TpmConfig) -> Result<Stored, TpmError> {
-    let Some(stored) = read_store(&config.ak_store)? else {
+/// The persisted AK: `remembered` (the store as read at the first open)
+/// when set, else the file, whose bytes are then remembered. After the
+/// privilege drop the agent may no longer read the root-owned store, so a
+/// reopened TPM gets the AK from memory.
+fn stored_for(
+    ek_tpm: &[u8],
+    config: &TpmConfig,
+    remembered: &mut Option<Vec<u8>>,
+) -> Result<Stored, TpmError> {
+    let stored = match remembered.as_deref() {
+        Some(bytes) => parse_store(bytes, &config.ak_store),
+        None => {
+            let bytes = read_store(&config.ak_store)?;
+            let parsed = bytes
+                .as_deref()
+                .and_then(|b| parse_store(b, &config.ak_store));
+            if parsed.is_some() {
+                *remembered = bytes;
+            }
+            parsed
+        }
+    };
+    let Some(stored) = stored else {
         return Ok(Stored::Missing);
     };
     let wanted = (
@@ -177,7 +198,7 @@ pub(super) fn probe_stored_ak(
     ek_tpm: &[u8],
     config: &TpmConfig,
 ) -> Result<StoredAkState, TpmError> {
-    Ok(match stored_for(ek_tpm, config)? {
+    Ok(match stored_for(ek_tpm, config, &mut None)? {
         Stored::Missing => StoredAkState::Missing,
         Stored::Foreign => StoredAkState::Foreign,
         Stored::Matching(public, private) => match ak::load_ak(ctx, ek, None, private, public) {
@@ -197,9 +218,10 @@ pub(super) fn load_or_create_ak(
     ek: KeyHandle,
     ek_tpm: &[u8],
     config: &TpmConfig,
+    remembered: &mut Option<Vec<u8>>,
 ) -> Result<(KeyHandle, Public, bool), TpmError> {
     let store = &config.ak_store;
-    match stored_for(ek_tpm, config)? {
+    match stored_for(ek_tpm, config, remembered)? {
         Stored::Matching(public, private) => {
             match ak::load_ak(ctx, ek, None, private, public.clone()) {
                 Ok(handle) => return Ok((handle, public, true)),
@@ -252,25 +274,27 @@ pub(super) fn load_or_create_ak(
             reason: e.to_string(),
         });
     }
+    *remembered = Some(json);
     Ok((handle, created.out_public, false))
 }
 
-fn read_store(path: &Path) -> Result<Option<StoredAk>, TpmError> {
-    let bytes = match secure_fs::read_private(path) {
-        Ok((bytes, _)) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(TpmError::AkStore {
-                path: path.into(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(stored) => Ok(Some(stored)),
+fn read_store(path: &Path) -> Result<Option<Vec<u8>>, TpmError> {
+    match secure_fs::read_private(path) {
+        Ok((bytes, _)) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TpmError::AkStore {
+            path: path.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn parse_store(bytes: &[u8], path: &Path) -> Option<StoredAk> {
+    match serde_json::from_slice(bytes) {
+        Ok(stored) => Some(stored),
         Err(e) => {
             tracing::warn!("ignoring unreadable AK store {}: {e}", path.display());
-            Ok(None)
+            None
         }
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct Owner {
     next_reopen: Instant,
     /// Why the TPM was lost (for the errors while it is down).
     lost: Option<String>,
+    /// The AK store as read or written at the first open, for reopening
+    /// after the privilege drop.
+    ak_store: Option<Vec<u8>>,
     /// Set by a stop job: acknowledged once EK and AK are flushed.
     stop_ack: Option<oneshot::Sender<()>>,
 }
@@ -59,7 +62,8 @@ impl Owner {
     /// object created so far is flushed.
     pub(super) fn open(config: &TpmConfig) -> Result<Self, TpmError> {
         let began = Instant::now();
-        let (live, keys) = Live::open(config)?;
+        let mut ak_store = None;
+        let (live, keys) = Live::open(config, &mut ak_store)?;
         // On a first start this is mostly the TPM making the EK and AK.
         tracing::info!(
             "TPM ready in {} ms (EK and AK loaded)",
@@ -72,6 +76,7 @@ impl Owner {
             hash: config.hash_alg,
             next_reopen: Instant::now(),
             lost: None,
+            ak_store,
             stop_ack: None,
         })
     }
@@ -134,7 +139,7 @@ impl Owner {
                 return Err(TpmError::Unavailable(why));
             }
             self.next_reopen = now + REOPEN_PAUSE;
-            match Live::open(&self.config) {
+            match Live::open(&self.config, &mut self.ak_store) {
                 Ok((live, keys)) => {
                     if keys.ak_public != self.keys.ak_public {
                         tracing::error!(
@@ -201,7 +206,10 @@ impl Owner {
 impl Live {
     /// Opens the TCTI, starts the TPM if it was reset, flushes what a
     /// previous run left (no resource manager only), and loads EK and AK.
-    fn open(config: &TpmConfig) -> Result<(Self, TpmKeys), TpmError> {
+    fn open(
+        config: &TpmConfig,
+        ak_store: &mut Option<Vec<u8>>,
+    ) -> Result<(Self, TpmKeys), TpmError> {
         let tcti =
             TctiNameConf::from_str(&config.tcti).map_err(TpmError::tss("parsing the TCTI"))?;
         let mut ctx = Context::new(tcti).map_err(TpmError::tss("opening the TPM"))?;
@@ -224,7 +232,7 @@ impl Live {
                 .map_err(TpmError::tss("setting the endorsement authorization"))?;
         }
         let (ek, ek_origin) = keys::load_ek(&mut ctx, config)?;
-        match finish_open(&mut ctx, ek, config) {
+        match finish_open(&mut ctx, ek, config, ak_store) {
             Ok((ak, keys)) => Ok((
                 Self {
                     ctx,
@@ -253,6 +261,7 @@ fn finish_open(
     ctx: &mut Context,
     ek: KeyHandle,
     config: &TpmConfig,
+    ak_store: &mut Option<Vec<u8>>,
 ) -> Result<(KeyHandle, TpmKeys), TpmError> {
     let (ek_public, _, _) = ctx
         .read_public(ek)
@@ -266,7 +275,7 @@ fn finish_open(
             "no EK certificate in TPM NV index {index:#010x}; registering without one (tenants with require_ek_cert = True will refuse this agent)"
         );
     }
-    let (ak, ak_public, ak_reused) = keys::load_or_create_ak(ctx, ek, &ek_tpm, config)?;
+    let (ak, ak_public, ak_reused) = keys::load_or_create_ak(ctx, ek, &ek_tpm, config, ak_store)?;
     let ak_public = match public::tpm2b_public(&ak_public) {
         Ok(bytes) => bytes,
         Err(e) => {
