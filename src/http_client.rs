@@ -85,6 +85,48 @@ fn ca_certificates(trust: &ServerTrust) -> Result<Vec<reqwest::Certificate>, Cli
         .collect()
 }
 
+/// The largest answer body the agent reads from a registrar or verifier;
+/// their answers are a few KiB.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// Why an answer's body was not read.
+#[derive(Debug, Error)]
+pub enum BodyError {
+    /// Longer than the cap (declared, or as it arrived): not read further.
+    #[error("answer larger than {limit} bytes{}", declared.map(|d| format!(" (it declared {d})")).unwrap_or_default())]
+    TooLarge {
+        /// The cap.
+        limit: usize,
+        /// The declared `Content-Length`, if any.
+        declared: Option<u64>,
+    },
+    /// The connection failed while the body arrived.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+}
+
+/// Reads `response`'s body, at most `limit` bytes: a declared length over
+/// the limit is refused before anything is read, and a body that grows
+/// past it is dropped as soon as it does, so a peer can never make the
+/// agent hold more than `limit` bytes.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|d| d > limit as u64) {
+        return Err(BodyError::TooLarge { limit, declared });
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |d| d as usize).min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit, declared });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Why a request got no HTTP answer.
 #[derive(Debug, Error)]
 pub enum RequestFailure {

@@ -89,6 +89,15 @@ pub enum RegistrarError {
         /// The agent id.
         agent_id: String,
     },
+    /// The answer could not be read: too large, or not JSON. A registrar
+    /// under load (or a proxy before it) answers so now and then: retried.
+    #[error("registrar {op}: {reason}")]
+    BadAnswer {
+        /// What was asked.
+        op: &'static str,
+        /// What was wrong (no text of the answer).
+        reason: String,
+    },
     /// The registrar answered 200 with something unusable.
     #[error("registrar {op}: {reason}")]
     Protocol {
@@ -106,7 +115,7 @@ impl RegistrarError {
     /// Whether another attempt may succeed: connection errors, 5xx and 429.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable(_) => true,
+            Self::Unreachable(_) | Self::BadAnswer { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -327,12 +336,22 @@ impl RegistrarClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-        let text = response.text().await.map_err(failure)?;
+        let body = match http_client::read_capped(response, http_client::MAX_ANSWER).await {
+            Ok(body) => body,
+            Err(http_client::BodyError::Transport(e)) => return Err(failure(e).into()),
+            Err(e) => {
+                return Err(RegistrarError::BadAnswer {
+                    op,
+                    reason: format!("HTTP {status}, {e}"),
+                })
+            }
+        };
+        let text = String::from_utf8_lossy(&body);
         match status {
             200 if text.trim().is_empty() => Ok(Value::Null),
-            200 => serde_json::from_str(&text).map_err(|_| RegistrarError::Protocol {
+            200 => serde_json::from_slice(&body).map_err(|_| RegistrarError::BadAnswer {
                 op,
-                reason: "answer is not JSON".into(),
+                reason: format!("HTTP 200 but the answer is not JSON ({} bytes)", body.len()),
             }),
             403 if !agent_id.is_empty() => Err(RegistrarError::IdentityConflict {
                 agent_id: agent_id.into(),
@@ -340,7 +359,7 @@ impl RegistrarClient {
             _ => Err(RegistrarError::Status {
                 op,
                 status,
-                body: text.chars().take(200).collect(),
+                body: crate::untrusted::escape_to(&text, 200),
                 retry_after,
             }),
         }

@@ -124,16 +124,24 @@ fn unit_value(unit: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The capabilities the units start the agent with: what the switch to
+/// `run_as` needs.
+const UNIT_CAPABILITIES: &str = "CAP_SETUID CAP_SETGID CAP_CHOWN";
+
 /// A script that starts the installed agent with the credentials
-/// `keylime_agent.service` gives it: its umask, its (empty) capability
-/// bounding set, no ambient or inheritable capabilities, no new
-/// privileges, and its supplementary groups.
+/// `keylime_agent.service` gives it: its umask, its capability bounding
+/// set (only what the switch to run_as needs), no ambient or inheritable
+/// capabilities, no new privileges, and its supplementary groups.
 fn service_credentials_wrapper(dir: &Path) -> PathBuf {
     let unit = UNITS[0];
-    assert_eq!(
-        unit_value(unit, "CapabilityBoundingSet").as_deref(),
-        Some("")
-    );
+    for unit in &UNITS[..2] {
+        assert_eq!(
+            unit_value(unit, "CapabilityBoundingSet").as_deref(),
+            Some(UNIT_CAPABILITIES)
+        );
+        assert_eq!(unit_value(unit, "LimitCORE").as_deref(), Some("0"));
+        assert!(unit_value(unit, "MemoryMax").is_some(), "{unit}: MemoryMax");
+    }
     assert_eq!(unit_value(unit, "NoNewPrivileges").as_deref(), Some("yes"));
     let umask = unit_value(unit, "UMask").expect("UMask");
     let groups: Vec<String> = unit_value(unit, "SupplementaryGroups")
@@ -152,8 +160,9 @@ fn service_credentials_wrapper(dir: &Path) -> PathBuf {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\numask {umask}\nexec setpriv --bounding-set=-all --inh-caps=-all \
-             --ambient-caps=-all --no-new-privs --groups={} /usr/bin/keylime_agent \"$@\"\n",
+            "#!/bin/sh\numask {umask}\nexec setpriv --bounding-set=-all,+setuid,+setgid,+chown \
+             --inh-caps=-all --ambient-caps=-all --no-new-privs --groups={} \
+             /usr/bin/keylime_agent \"$@\"\n",
             groups.join(",")
         ),
     )
@@ -230,18 +239,21 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     for unit in UNITS {
         assert_eq!(mode(unit), 0o644, "{unit}");
     }
-    assert_eq!(mode(CONFFILE), 0o640, "the config holds tpm_ownerpassword");
+    assert_eq!(mode(CONFFILE), 0o600, "the config holds tpm_ownerpassword");
     let tss = run("getent", &["group", "tss"]).1;
     let tss_gid: u32 = tss
         .split(':')
         .nth(2)
         .and_then(|g| g.parse().ok())
         .expect("tss gid");
-    assert_eq!(std::fs::metadata(CONFFILE).expect("conf").gid(), tss_gid);
+    let conf_meta = std::fs::metadata(CONFFILE).expect("conf");
+    assert_eq!((conf_meta.uid(), conf_meta.gid()), (0, 0), "root's alone");
     assert_eq!(
         std::fs::read_to_string(CONFFILE).expect("conf"),
-        std::fs::read_to_string(common::repo().join("keylime-agent.conf")).expect("shipped"),
-        "the documented default config"
+        std::fs::read_to_string(common::repo().join("keylime-agent.conf"))
+            .expect("shipped")
+            .replace("\nrun_as = \"\"\n", "\nrun_as = \"keylime:tss\"\n"),
+        "the documented default config, switching to keylime:tss"
     );
     let conffiles = run("dpkg-query", &["-W", "-f=${Conffiles}", "keylime-agent"]).1;
     assert!(conffiles.contains(CONFFILE), "{conffiles}");
@@ -353,15 +365,34 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     let status = |field: &str| {
         common::proc_status(agent.pid(), field).unwrap_or_else(|| panic!("no {field}"))
     };
-    assert_eq!(status("Uid").split_whitespace().next(), Some("0"));
-    for caps in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+    assert_eq!(
+        status("Uid").split_whitespace().collect::<Vec<_>>(),
+        vec![uid.to_string(); 4],
+        "the service's agent switched to keylime for good"
+    );
+    for caps in ["CapEff", "CapPrm", "CapAmb"] {
         assert_eq!(
             status(caps),
             "0000000000000000",
-            "{caps}: the service's agent has no capability"
+            "{caps}: after the switch the agent has no capability"
         );
     }
+    // CAP_CHOWN (0), CAP_SETGID (6), CAP_SETUID (7): the bounding set only.
+    assert_eq!(status("CapBnd"), "00000000000000c1");
     assert_eq!(status("NoNewPrivs"), "1");
+    let owner = |path: &str| {
+        let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        (m.uid(), m.gid())
+    };
+    assert_eq!(
+        owner("/var/lib/keylime"),
+        (0, tss_gid),
+        "root's, keylime may pass"
+    );
+    assert_eq!(mode("/var/lib/keylime"), 0o710);
+    assert_eq!(owner("/var/lib/keylime/secure"), (uid, tss_gid));
+    assert_eq!(owner("/var/lib/keylime/revocation"), (uid, tss_gid));
+    assert_eq!(owner("/var/lib/keylime/server-private.pem"), (0, 0));
     let port: u16 = overrides[1].1.parse().expect("port");
     let (status, body) = common::https_get(
         port,
@@ -386,13 +417,13 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         "the agent kept its state in /var/lib/keylime"
     );
 
-    // Remove: nothing left but the conffile.
+    // Remove: the binaries and units go; the agent's identity, its
+    // account and the conffile stay.
     let (ok, text) = run("dpkg", &["-r", "keylime-agent"]);
     assert!(ok, "dpkg -r: {text}");
     for gone in [
         "/usr/bin/keylime_agent",
         "/usr/bin/keylime_push_model_agent",
-        "/var/lib/keylime",
     ]
     .iter()
     .chain(UNITS.iter())
@@ -400,9 +431,21 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         assert!(!Path::new(gone).exists(), "{gone} left after remove");
     }
     assert!(
+        Path::new("/var/lib/keylime/server-private.pem").exists(),
+        "remove keeps the agent's identity"
+    );
+    assert!(
         Path::new(CONFFILE).exists(),
         "the conffile stays until purge"
     );
+    assert_eq!(passwd_entry(), account, "remove keeps the account");
+
+    // Purge: the state, the account the package made and the conffile go.
+    let (ok, text) = run("dpkg", &["--purge", "keylime-agent"]);
+    assert!(ok, "dpkg --purge: {text}");
+    for gone in ["/var/lib/keylime", CONFFILE] {
+        assert!(!Path::new(gone).exists(), "{gone} left after purge");
+    }
     assert!(
         passwd_entry().is_empty(),
         "the account the package made is gone: {}",
@@ -416,15 +459,14 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
         let (ok, text) = run("dpkg", &["-i", &deb]);
         assert!(ok, "dpkg -i again: {text}");
         assert_eq!(passwd_entry(), account_before, "install keeps the account");
+        let (ok, text) = run("dpkg", &["--purge", "keylime-agent"]);
+        assert!(ok, "dpkg --purge: {text}");
+        assert_eq!(
+            passwd_entry(),
+            account_before,
+            "an account the package did not make is kept"
+        );
     }
-    let (ok, text) = run("dpkg", &["--purge", "keylime-agent"]);
-    assert!(ok, "dpkg --purge: {text}");
-    assert!(!Path::new(CONFFILE).exists(), "purge removes the conffile");
-    assert_eq!(
-        passwd_entry(),
-        account_before,
-        "an account the package did not make is kept"
-    );
 }
 
 fn nix_root() -> bool {

@@ -179,6 +179,10 @@ impl AgentCore {
     /// As [`Self::prepare`], for `front`: the push worker needs no mTLS
     /// certificate and no secure payload directory.
     pub async fn prepare_for(config: &Config, front: FrontEnd) -> Result<Self, AgentError> {
+        for lowered in config.lowered_protection(front == FrontEnd::Pull, privileges::will_switch())
+        {
+            tracing::warn!("{} ({}: {})", lowered.what, lowered.key, lowered.fix);
+        }
         let layout = lay_out_state(config)?;
         // The NK (an RSA 2048 key, generated on the first start) does not
         // depend on the TPM: it is made while the TPM creates the EK and AK.

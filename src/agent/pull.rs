@@ -97,12 +97,21 @@ impl AgentCore {
             refusals: Default::default(),
         });
         let tls = match &self.mtls {
-            Some(identity) => Some(tls::acceptor(identity, &config.trusted_client_ca)?.build()),
+            Some(identity) => Some(
+                tls::acceptor(
+                    identity,
+                    &config.trusted_client_ca,
+                    &config.trusted_client_crl,
+                )?
+                .build(),
+            ),
             None => None,
         };
         let limits = ServerLimits {
             workers: WORKERS,
             max_connections: config.api_limits.max_connections,
+            max_per_client: config.api_limits.max_connections_per_client,
+            allowed: config.api_limits.allowed_client_cidrs.clone(),
             head_timeout: config.api_limits.head_timeout,
             shutdown_grace_secs: SHUTDOWN_GRACE_SECS,
         };

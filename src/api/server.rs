@@ -6,24 +6,26 @@
 //! past the limit learns within a round trip that it was refused, and the
 //! agent's descriptors stay bounded by the limit instead of by the kernel.
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_http::HttpService;
+use actix_http::{HttpService, TlsAcceptorConfig};
 use actix_server::Server;
 use actix_service::{
-    apply_fn_factory, map_config, IntoServiceFactory, Service, ServiceFactory,
-    ServiceFactoryExt as _,
+    map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt as _,
 };
 use actix_web::dev::{AppConfig, Response};
 use actix_web::{web, App, Error};
+use futures_util::future::LocalBoxFuture;
 use openssl::ssl::SslAcceptor;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::refusals::RefusalLog;
 use super::ApiState;
+use crate::config::ClientCidr;
 
 /// How the server treats its clients.
 #[derive(Debug, Clone)]
@@ -32,50 +34,150 @@ pub struct ServerLimits {
     pub workers: usize,
     /// Connections served at once; more are closed on accept.
     pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_per_client: usize,
+    /// Client addresses served; empty = any.
+    pub allowed: Vec<ClientCidr>,
     /// Time for a request's head to arrive.
     pub head_timeout: Duration,
     /// Time in-flight requests get at shutdown, in seconds.
     pub shutdown_grace_secs: u64,
 }
 
-/// Counts open connections across all workers.
+/// Time for a client's TLS handshake: a connection that sends nothing is
+/// closed after it.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Decides, at accept, which connections are served: only addresses in
+/// the allow-list, at most `per_client` per address and `max` in all.
+/// When all places are taken, an address holding fewer connections than
+/// the address holding the most still gets one: the oldest connection of
+/// the biggest holder is closed for it. So one client (or a few) holding
+/// many sockets never locks out a verifier that holds none.
 #[derive(Debug, Clone)]
 struct Gate {
-    open: Arc<AtomicUsize>,
+    places: Arc<Mutex<Places>>,
     max: usize,
+    per_client: usize,
+    allowed: Arc<Vec<ClientCidr>>,
     refused: Arc<RefusalLog>,
 }
 
-/// One admitted connection; leaving the gate when dropped.
-struct Pass(Arc<AtomicUsize>);
+/// The connections open, by client address, oldest first.
+#[derive(Debug, Default)]
+struct Places {
+    by_client: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    total: usize,
+    next_id: u64,
+}
+
+/// One admitted connection: its place is given back when it drops;
+/// `evicted` fires when the gate closed it for another client.
+struct Pass {
+    places: Arc<Mutex<Places>>,
+    client: IpAddr,
+    id: u64,
+    evicted: Arc<Notify>,
+}
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut places = lock(&self.places);
+        let Some(queue) = places.by_client.get_mut(&self.client) else {
+            return;
+        };
+        if let Some(at) = queue.iter().position(|(id, _)| *id == self.id) {
+            queue.remove(at);
+            if queue.is_empty() {
+                places.by_client.remove(&self.client);
+            }
+            places.total -= 1;
+        }
     }
 }
 
+fn lock(places: &Mutex<Places>) -> std::sync::MutexGuard<'_, Places> {
+    places
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Gate {
-    fn new(max: usize) -> Self {
+    fn new(limits: &ServerLimits) -> Self {
         Self {
-            open: Arc::new(AtomicUsize::new(0)),
-            max,
+            places: Arc::default(),
+            max: limits.max_connections,
+            per_client: limits.max_per_client,
+            allowed: Arc::new(limits.allowed.clone()),
             refused: Arc::new(RefusalLog::new("connection(s)")),
         }
     }
 
-    /// A pass when fewer than `max` connections are open; `None` (and the
-    /// refusal counted) otherwise.
-    fn admit(&self) -> Option<Pass> {
-        if self.open.fetch_add(1, Ordering::AcqRel) < self.max {
-            return Some(Pass(self.open.clone()));
+    /// A pass for a connection from `client`, or `None` (and the refusal
+    /// counted).
+    fn admit(&self, client: IpAddr) -> Option<Pass> {
+        match self.place_for(client) {
+            Ok(pass) => Some(pass),
+            Err(kind) => {
+                if let Some(line) = self.refused.count(kind, Instant::now()) {
+                    tracing::warn!("{line}");
+                }
+                None
+            }
         }
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        let kind = format!("over max_connections = {}", self.max);
-        if let Some(line) = self.refused.count(kind, Instant::now()) {
-            tracing::warn!("{line}");
+    }
+
+    fn place_for(&self, client: IpAddr) -> Result<Pass, String> {
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|r| r.contains(client)) {
+            return Err("from an address outside allowed_client_cidrs".into());
         }
-        None
+        let mut places = lock(&self.places);
+        let held = places.by_client.get(&client).map_or(0, VecDeque::len);
+        if held >= self.per_client {
+            return Err(format!(
+                "over max_connections_per_client = {}",
+                self.per_client
+            ));
+        }
+        if places.total >= self.max {
+            let biggest = places
+                .by_client
+                .iter()
+                .max_by_key(|(_, queue)| queue.len())
+                .filter(|(_, queue)| queue.len() > held)
+                .map(|(ip, _)| *ip);
+            let Some(biggest) = biggest else {
+                return Err(format!("over max_connections = {}", self.max));
+            };
+            let mut freed = false;
+            if let Some(queue) = places.by_client.get_mut(&biggest) {
+                if let Some((_, evicted)) = queue.pop_front() {
+                    evicted.notify_one();
+                    freed = true;
+                }
+                if queue.is_empty() {
+                    places.by_client.remove(&biggest);
+                }
+            }
+            if freed {
+                places.total -= 1;
+            }
+        }
+        let id = places.next_id;
+        places.next_id += 1;
+        let evicted = Arc::new(Notify::new());
+        places
+            .by_client
+            .entry(client)
+            .or_default()
+            .push_back((id, evicted.clone()));
+        places.total += 1;
+        Ok(Pass {
+            places: self.places.clone(),
+            client,
+            id,
+            evicted,
+        })
     }
 }
 
@@ -113,7 +215,7 @@ pub fn bind(
     limits: &ServerLimits,
     state: web::Data<ApiState>,
 ) -> std::io::Result<(Server, Vec<SocketAddr>)> {
-    let gate = Gate::new(limits.max_connections);
+    let gate = Gate::new(limits);
     let head_timeout = limits.head_timeout;
     let mut builder = Server::build()
         .workers(limits.workers)
@@ -128,17 +230,16 @@ pub fn bind(
         let (gate, state) = (gate.clone(), state.clone());
         let name = format!("api-{local}");
         builder = match tls.clone() {
-            Some(acceptor) => builder.listen(name, listener, move || {
-                gated(
-                    gate.clone(),
-                    http_service!(state, local, head_timeout).openssl(acceptor.clone()),
-                )
+            Some(acceptor) => builder.listen(name, listener, move || Gated {
+                gate: gate.clone(),
+                inner: http_service!(state, local, head_timeout).openssl_with_config(
+                    acceptor.clone(),
+                    TlsAcceptorConfig::default().handshake_timeout(TLS_HANDSHAKE_TIMEOUT),
+                ),
             })?,
-            None => builder.listen(name, listener, move || {
-                gated(
-                    gate.clone(),
-                    http_service!(state, local, head_timeout).tcp(),
-                )
+            None => builder.listen(name, listener, move || Gated {
+                gate: gate.clone(),
+                inner: http_service!(state, local, head_timeout).tcp(),
             })?,
         };
         bound.push(local);
@@ -146,54 +247,155 @@ pub fn bind(
     Ok((builder.run(), bound))
 }
 
-/// `inner` behind the gate: a connection past the limit is closed at once.
-fn gated<SF>(
+/// `inner` behind the gate: a connection the gate refuses is closed at
+/// once; one it evicts later is closed then.
+struct Gated<SF> {
     gate: Gate,
     inner: SF,
-) -> impl ServiceFactory<
-    TcpStream,
-    Config = (),
-    Response = (),
-    Error = SF::Error,
-    InitError = SF::InitError,
->
+}
+
+impl<SF> ServiceFactory<TcpStream> for Gated<SF>
 where
     SF: ServiceFactory<TcpStream, Config = (), Response = ()>,
     SF::Service: 'static,
+    SF::Future: 'static,
+    SF::Error: 'static,
     <SF::Service as Service<TcpStream>>::Future: 'static,
 {
-    apply_fn_factory(inner, move |stream: TcpStream, service: &SF::Service| {
-        // Refused: the stream is dropped with the closure, which closes it.
-        let admitted = gate.admit().map(|pass| (pass, service.call(stream)));
-        async move {
-            match admitted {
-                Some((pass, connection)) => {
-                    let served = connection.await;
-                    drop(pass);
-                    served
-                }
-                None => Ok(()),
-            }
-        }
-    })
+    type Response = ();
+    type Error = SF::Error;
+    type Config = ();
+    type Service = GatedService<SF::Service>;
+    type InitError = SF::InitError;
+    type Future = LocalBoxFuture<'static, Result<Self::Service, Self::InitError>>;
+
+    fn new_service(&self, (): ()) -> Self::Future {
+        let (gate, inner) = (self.gate.clone(), self.inner.new_service(()));
+        Box::pin(async move {
+            Ok(GatedService {
+                gate,
+                inner: inner.await?,
+            })
+        })
+    }
+}
+
+/// One worker's gated service.
+struct GatedService<S> {
+    gate: Gate,
+    inner: S,
+}
+
+impl<S> Service<TcpStream> for GatedService<S>
+where
+    S: Service<TcpStream, Response = ()>,
+    S::Future: 'static,
+    S::Error: 'static,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = LocalBoxFuture<'static, Result<(), S::Error>>;
+
+    /// Always ready: the gate decides who is served. (Asking the TLS
+    /// acceptor would stop the worker from accepting at all once its
+    /// count of handshakes in progress is full, whoever holds them.)
+    fn poll_ready(
+        &self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&self, stream: TcpStream) -> Self::Future {
+        let client = stream
+            .peer_addr()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        // Refused: the stream is dropped here, which closes it.
+        let Some(pass) = self.gate.admit(client) else {
+            return Box::pin(std::future::ready(Ok(())));
+        };
+        let connection = self.inner.call(stream);
+        Box::pin(async move {
+            let evicted = pass.evicted.clone();
+            let served = tokio::select! {
+                served = connection => served,
+                () = evicted.notified() => Ok(()),
+            };
+            drop(pass);
+            served
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn gate(max: usize, per_client: usize, allowed: &str) -> Gate {
+        Gate::new(&ServerLimits {
+            workers: 1,
+            max_connections: max,
+            max_per_client: per_client,
+            allowed: crate::config::client_cidrs(allowed).expect("ranges"),
+            head_timeout: Duration::from_secs(1),
+            shutdown_grace_secs: 1,
+        })
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    fn total(gate: &Gate) -> usize {
+        lock(&gate.places).total
+    }
+
     #[test]
-    fn the_gate_admits_up_to_the_limit_and_frees_a_place_when_a_pass_drops() {
-        let gate = Gate::new(2);
-        let a = gate.admit().expect("first");
-        let _b = gate.admit().expect("second");
-        assert!(gate.admit().is_none(), "a third is refused");
-        assert_eq!(
-            gate.open.load(Ordering::Acquire),
-            2,
-            "a refusal leaves no count"
+    fn the_gate_admits_up_to_the_limits_and_frees_a_place_when_a_pass_drops() {
+        let gate = gate(3, 2, "");
+        let a = gate.admit(ip(2)).expect("first");
+        let _b = gate.admit(ip(2)).expect("second");
+        assert!(
+            gate.admit(ip(2)).is_none(),
+            "a third from one address is refused"
         );
+        assert_eq!(total(&gate), 2, "a refusal leaves no count");
         drop(a);
-        assert!(gate.admit().is_some(), "a place is free again");
+        assert!(gate.admit(ip(2)).is_some(), "a place is free again");
+    }
+
+    #[test]
+    fn a_full_gate_evicts_the_oldest_of_the_biggest_holder_for_an_address_holding_fewer() {
+        let gate = gate(4, 3, "");
+        let flood: Vec<Pass> = (0..3).map(|_| gate.admit(ip(2)).expect("flood")).collect();
+        let other = gate.admit(ip(3)).expect("other");
+        assert_eq!(total(&gate), 4);
+        let verifier = gate.admit(ip(1)).expect("the verifier gets in");
+        assert_eq!(total(&gate), 4, "one place was taken back");
+        // The oldest flood connection was told to close; its drop frees nothing twice.
+        let evicted = flood[0].evicted.clone();
+        let notified = evicted.notified();
+        futures_util::pin_mut!(notified);
+        assert!(futures_util::FutureExt::now_or_never(notified).is_some());
+        drop(flood);
+        assert_eq!(total(&gate), 2);
+        // Every address holding one: a newcomer holding none still evicts one.
+        let gate2 = self::gate(2, 1, "");
+        let _x = gate2.admit(ip(5)).expect("x");
+        let _y = gate2.admit(ip(6)).expect("y");
+        assert!(gate2.admit(ip(5)).is_none(), "per-client cap");
+        assert!(
+            gate2.admit(ip(7)).is_some(),
+            "a newcomer with none gets a place"
+        );
+        drop((other, verifier));
+    }
+
+    #[test]
+    fn addresses_outside_the_allow_list_are_refused() {
+        let gate = gate(8, 8, "127.0.0.1/32");
+        let _kept = gate.admit(ip(1)).expect("allowed");
+        assert!(gate.admit(ip(2)).is_none());
+        assert_eq!(total(&gate), 1);
     }
 }

@@ -77,6 +77,10 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
     ));
     out.push(uefi_log(&config));
     out.push(run_as(&config));
+    let root = nix::unistd::geteuid().is_root();
+    for lowered in config.lowered_protection(front == FrontEnd::Pull, root) {
+        out.push(Finding::warn(lowered.key, lowered.what, lowered.fix));
+    }
     report
 }
 

@@ -18,17 +18,29 @@ pub struct ApiLimits {
     pub max_connections: usize,
     /// Largest decrypted payload a U half may carry (`max_payload_size`).
     pub max_payload_size: usize,
+    /// Connections one client address may hold at once
+    /// (`max_connections_per_client`).
+    pub max_connections_per_client: usize,
+    /// Client addresses served; empty = any (`allowed_client_cidrs`).
+    pub allowed_client_cidrs: Vec<values::ClientCidr>,
 }
 
 impl ApiLimits {
-    /// `request_head_timeout`, `request_body_timeout`, `max_connections`
-    /// and `max_payload_size`.
+    /// `request_head_timeout`, `request_body_timeout`, `max_connections`,
+    /// `max_payload_size`, `max_connections_per_client` and
+    /// `allowed_client_cidrs`.
     pub(super) fn from_raw(raw: &RawAgentSection) -> Result<Self, ConfigError> {
         Ok(Self {
             head_timeout: raw.parse("request_head_timeout", "10", values::seconds)?,
             body_timeout: raw.parse("request_body_timeout", "30", values::seconds)?,
             max_connections: raw.parse("max_connections", "512", values::connection_count)?,
             max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
+            max_connections_per_client: raw.parse(
+                "max_connections_per_client",
+                "16",
+                values::connection_count,
+            )?,
+            allowed_client_cidrs: raw.parse("allowed_client_cidrs", "", values::client_cidrs)?,
         })
     }
 }

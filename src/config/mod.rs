@@ -12,6 +12,7 @@ mod keys;
 mod limits;
 mod observe;
 mod payload;
+mod protection;
 mod push;
 mod raw;
 mod values;
@@ -32,11 +33,13 @@ use crate::retry::RetryPolicy;
 pub use limits::ApiLimits;
 pub use observe::ObserveConfig;
 pub use payload::{PayloadConfig, RevocationConfig};
+pub use protection::Lowered;
 pub use push::{PushConfig, PushSettings};
 use raw::RawAgentSection;
 pub use values::InvalidValue;
 pub use values::LogFormat;
 pub use values::RunAs;
+pub use values::{client_cidrs, ClientCidr};
 use versions::{api_versions, registrar_api_versions};
 
 /// The system-wide config file, as upstream.
@@ -163,6 +166,9 @@ pub struct Config {
     pub server_cert: PathBuf,
     /// CA files trusted for client certificates (`trusted_client_ca`).
     pub trusted_client_ca: Vec<PathBuf>,
+    /// CRL files (PEM) whose revoked client certificates are refused
+    /// (`trusted_client_crl`); empty = none.
+    pub trusted_client_crl: Vec<PathBuf>,
     /// AK signing hash and quoted PCR bank (`tpm_hash_alg`).
     pub tpm_hash_alg: HashAlg,
     /// EK template (`tpm_encryption_alg`).
@@ -269,6 +275,20 @@ impl Config {
         let ip = raw.parse("ip", "127.0.0.1", values::host)?;
         let enable_agent_mtls = raw.parse("enable_agent_mtls", "true", values::boolean)?;
         let trusted_client_ca = raw.trusted_client_ca(dir, enable_agent_mtls)?;
+        let payload = PayloadConfig::from_raw(raw, dir)?;
+        if !enable_agent_mtls
+            && payload.enable_insecure_payload
+            && !payload.dangerous_allow_unauthenticated
+        {
+            return Err(ConfigError::Invalid {
+                key: "enable_insecure_payload".into(),
+                value: "true".into(),
+                accepted: "false while enable_agent_mtls = false: without mTLS anyone who reaches the port \
+                           could deliver a payload whose autorun.sh the agent runs (to allow it anyway, set \
+                           dangerous_allow_unauthenticated_payloads = true)"
+                    .into(),
+            });
+        }
         Ok(Self {
             agent_id: raw.parse("uuid", "generate", AgentIdSource::parse)?,
             contact_ip: raw.parse("contact_ip", "127.0.0.1", values::host)?,
@@ -290,6 +310,10 @@ impl Config {
             ),
             server_cert: path("server_cert", "server-cert.crt"),
             trusted_client_ca,
+            trusted_client_crl: values::list(raw.get("trusted_client_crl").unwrap_or(""))
+                .iter()
+                .map(|name| dir.join(name))
+                .collect(),
             tpm_hash_alg: raw.parse("tpm_hash_alg", "sha256", |v| {
                 v.parse().map_err(|()| InvalidValue::new(HASH_ALG_ACCEPTED))
             })?,
@@ -318,7 +342,7 @@ impl Config {
             tcti: tcti(tcti_env, raw.get("tcti")),
             ima_ml_path: path("ima_ml_path", DEFAULT_IMA_ML_PATH),
             measuredboot_ml_path: path("measuredboot_ml_path", DEFAULT_MEASUREDBOOT_ML_PATH),
-            payload: PayloadConfig::from_raw(raw, dir)?,
+            payload,
             revocation: RevocationConfig::from_raw(raw, dir)?,
             api_limits: ApiLimits::from_raw(raw)?,
             observe: ObserveConfig::from_raw(raw, dir)?,

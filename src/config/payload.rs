@@ -27,6 +27,10 @@ pub struct PayloadConfig {
     pub payload_script_timeout: Duration,
     /// Accept payloads without mTLS (`enable_insecure_payload`).
     pub enable_insecure_payload: bool,
+    /// Allow `enable_insecure_payload` with mTLS off: anyone who reaches
+    /// the port may then make the agent run code
+    /// (`dangerous_allow_unauthenticated_payloads`).
+    pub dangerous_allow_unauthenticated: bool,
     /// Where the payload's revocation certificate is kept once delivered
     /// (`<keylime_dir>/revocation`).
     pub revocation_dir: PathBuf,
@@ -73,6 +77,11 @@ impl PayloadConfig {
             payload_script_timeout: raw.parse("payload_script_timeout", "300", values::seconds)?,
             enable_insecure_payload: raw.parse(
                 "enable_insecure_payload",
+                "false",
+                values::boolean,
+            )?,
+            dangerous_allow_unauthenticated: raw.parse(
+                "dangerous_allow_unauthenticated_payloads",
                 "false",
                 values::boolean,
             )?,

@@ -29,7 +29,7 @@ impl RawAgentSection {
         let parsed = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .build()
-            .map_err(|e| file_error(e.to_string()))?;
+            .map_err(|e| file_error(syntax_error(path, &e.to_string())))?;
         let section = match parsed.get_table("agent") {
             Ok(table) => table,
             Err(config::ConfigError::NotFound(_)) => return Ok(()),
@@ -163,4 +163,51 @@ pub(super) fn check_ca_file(path: &Path) -> Result<(), String> {
         Ok(certs) if !certs.is_empty() => Ok(()),
         _ => Err("no PEM certificate in it".into()),
     }
+}
+
+/// A TOML syntax error as the parser tells it, without the excerpt of the
+/// file it quotes: that line may hold a password. What is left is the line,
+/// the column, the key on that line and the parser's description.
+fn syntax_error(path: &Path, parser_text: &str) -> String {
+    let mut lines = parser_text.lines();
+    let head = lines.next().unwrap_or_default();
+    let number = |word: &str| {
+        head.split_once(word).and_then(|(_, rest)| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+    };
+    let Some(line) = number("line ") else {
+        return "not valid TOML".into();
+    };
+    let column = number("column ")
+        .map(|c| format!(", column {c}"))
+        .unwrap_or_default();
+    let is_excerpt = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with('|')
+            || t.split_once(" |")
+                .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+    };
+    let description: Vec<&str> = lines
+        .filter(|l| !l.trim().is_empty() && !is_excerpt(l) && !l.starts_with(" in "))
+        .collect();
+    let key = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            let source_line = text.lines().nth(line.checked_sub(1)?)?.to_string();
+            let (key, _) = source_line.split_once('=')?;
+            let key = key.trim();
+            key.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                .then(|| format!(" (key {key})"))
+        })
+        .unwrap_or_default();
+    format!(
+        "TOML syntax error at line {line}{column}{key}: {} (the line's text is not shown: it may hold a secret)",
+        description.join(" ")
+    )
 }

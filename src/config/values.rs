@@ -136,6 +136,71 @@ pub fn connection_count(raw: &str) -> Parsed<usize> {
         .ok_or_else(|| InvalidValue::new("a number of connections from 1 to 65536"))
 }
 
+/// A client address range (`allowed_client_cidrs`): `ADDRESS/PREFIX`, or
+/// one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCidr {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl ClientCidr {
+    /// Whether `ip` is in the range (an IPv4 address mapped into IPv6, as
+    /// a dual-stack socket reports it, counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
+impl std::fmt::Display for ClientCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+/// `allowed_client_cidrs`: a list of address ranges; empty = any client.
+pub fn client_cidrs(raw: &str) -> Parsed<Vec<ClientCidr>> {
+    let bad = || {
+        InvalidValue::new(
+            "empty (any client) or a list of address ranges, e.g. \"127.0.0.1/32, 10.0.0.0/8, ::1\"",
+        )
+    };
+    list(raw)
+        .iter()
+        .map(|item| {
+            let (addr, prefix) = match item.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (item.as_str(), None),
+            };
+            let net: std::net::IpAddr = addr.trim().parse().map_err(|_| bad())?;
+            let max = if net.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(p) => p
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(bad)?,
+                None => max,
+            };
+            Ok(ClientCidr { net, prefix })
+        })
+        .collect()
+}
+
 /// `host:port` to listen on (an IP address, `[…]` for IPv6), or empty for
 /// none.
 pub fn listen_address(raw: &str) -> Parsed<Option<std::net::SocketAddr>> {
@@ -402,6 +467,22 @@ mod tests {
         assert_eq!(list("[]"), Vec::<String>::new());
         assert_eq!(list("a, b"), vec!["a", "b"]);
         assert_eq!(list("['a.py', \"b\"]"), vec!["a.py", "b"]);
+    }
+
+    #[test]
+    fn client_ranges() {
+        let ranges = client_cidrs("127.0.0.1/32, 10.0.0.0/8, ::1").expect("parse");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(ranges[0].contains(ip("127.0.0.1")));
+        assert!(!ranges[0].contains(ip("127.0.0.2")));
+        assert!(ranges[1].contains(ip("10.200.0.1")));
+        assert!(ranges[1].contains(ip("::ffff:10.1.2.3")), "mapped IPv4");
+        assert!(ranges[2].contains(ip("::1")));
+        assert!(!ranges[2].contains(ip("127.0.0.1")));
+        assert!(client_cidrs("0.0.0.0/0").expect("any")[0].contains(ip("192.0.2.1")));
+        assert_eq!(client_cidrs(""), Ok(vec![]));
+        assert!(client_cidrs("127.0.0.1/33").is_err());
+        assert!(client_cidrs("localhost").is_err());
     }
 
     #[test]

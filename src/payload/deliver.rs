@@ -158,6 +158,7 @@ mod tests {
             payload_script: Some("autorun.sh".into()),
             payload_script_timeout: Duration::from_secs(5),
             enable_insecure_payload: false,
+            dangerous_allow_unauthenticated: false,
             revocation_dir: dir.join("revocation"),
         }
     }

@@ -316,8 +316,11 @@ pub fn seconds_to_next(answer: &Value) -> Option<u64> {
 /// The `detail` (and `code`) of a JSON:API error answer, for messages.
 pub fn error_detail(answer: &Value) -> String {
     let error = answer.pointer("/errors/0");
-    let field = |name: &str| error.and_then(|e| e[name].as_str()).unwrap_or_default();
-    match (field("code"), field("detail")) {
+    // The verifier's text goes into log lines: escaped and cut.
+    let field = |name: &str| {
+        crate::untrusted::escape(error.and_then(|e| e[name].as_str()).unwrap_or_default())
+    };
+    match (field("code").as_str(), field("detail").as_str()) {
         ("", "") => String::new(),
         ("", detail) => detail.to_string(),
         (code, detail) => format!("{code}: {detail}"),

@@ -13,6 +13,8 @@ use zeroize::Zeroizing;
 use super::protocol::{self, ProtocolError, JSON_API};
 use crate::http_client::{self, ClientError, RequestFailure, ServerTrust};
 
+/// The longest `Retry-After` the agent honours, in seconds.
+const MAX_RETRY_AFTER_SECS: u64 = 600;
 /// Per-request time limit (the verifier answers evidence before checking it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -247,13 +249,22 @@ impl VerifierClient {
         let response = request.send().await.map_err(failure)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.map_err(failure)?;
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let body = match http_client::read_capped(response, http_client::MAX_ANSWER).await {
+            Ok(body) => body,
+            Err(http_client::BodyError::Transport(e)) => return Err(failure(e)),
+            Err(e) => {
+                return Err(CallError::Protocol(ProtocolError(format!(
+                    "{op}: HTTP {status}, {e}"
+                ))))
+            }
+        };
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !expected.contains(&status) {
             let retry_after = headers
                 .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                // A verifier cannot park the agent for longer than this.
+                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
             return Err(CallError::Status {
                 op,
                 status,
