@@ -19,15 +19,13 @@ pub fn escape(text: &str) -> String {
 /// As [`escape`], cut to `max_chars` characters.
 pub fn escape_to(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars) + 8);
-    let mut shown = 0;
     let mut chars = text.chars();
-    for c in chars.by_ref() {
+    for (shown, c) in chars.by_ref().enumerate() {
         if shown == max_chars {
             let rest = 1 + chars.count();
             let _ = write!(out, "… ({rest} more characters)");
             return out;
         }
-        shown += 1;
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),

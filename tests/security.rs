@@ -111,8 +111,8 @@ fn run_bounded(cmd: &mut Command, secs: u64) -> Output {
     };
     Output {
         status,
-        stdout: std::fs::read(&stdout).unwrap_or_default(),
-        stderr: std::fs::read(&stderr).unwrap_or_default(),
+        stdout: std::fs::read(stdout).unwrap_or_default(),
+        stderr: std::fs::read(stderr).unwrap_or_default(),
     }
 }
 
@@ -254,7 +254,8 @@ impl Drop for KillIfRunning {
     fn drop(&mut self) {
         if self.started.is_some() && still_running(self.pid, self.started) {
             let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
+                .arg("-KILL")
+                .arg(self.pid.to_string())
                 .status();
         }
     }
@@ -489,16 +490,16 @@ fn owned_by_nobody(dir: &Path, handed: &[PathBuf]) -> Vec<PathBuf> {
         if handed.contains(&path) {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        let Ok(meta) = path.symlink_metadata() else {
             continue;
         };
-        if meta.uid() == NOBODY {
-            found.push(path.clone());
-        }
         if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
+            if let Ok(entries) = path.read_dir() {
                 pending.extend(entries.flatten().map(|e| e.path()));
             }
+        }
+        if meta.uid() == NOBODY {
+            found.push(path);
         }
     }
     found
@@ -528,7 +529,7 @@ fn state_is_roots(dir: &Path, when: &str, log: &str) {
     let link = dir.join("link-by-nobody");
     let linked = as_nobody(&["ln", "-s", "/etc/shadow", link.to_str().expect("utf8")]);
     assert!(
-        !linked.status.success() && std::fs::symlink_metadata(&link).is_err(),
+        !linked.status.success() && link.symlink_metadata().is_err(),
         "{when}: nobody created a symlink in keylime_dir"
     );
     for name in [
@@ -857,7 +858,7 @@ fn payload_scripts_inherit_none_of_the_agents_keylime_variables() {
         "autorun.sh did not run:\n{}",
         node.agent.output()
     );
-    let env = std::fs::read_to_string(&seen).expect("env");
+    let env = std::fs::read_to_string(seen).expect("env");
     assert!(!env.contains("KEYLIME_AGENT_"), "{env}");
     assert!(!env.contains("topsecret-xyz"), "{env}");
     assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
@@ -1206,9 +1207,10 @@ fn ip_server_identity(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .expect("not before");
     leaf.set_not_after(&Asn1Time::days_from_now(2).expect("time"))
         .expect("not after");
+    let issuer: &openssl::x509::X509Ref = &ca;
     let san = SubjectAlternativeName::new()
         .ip("127.0.0.1")
-        .build(&leaf.x509v3_context(Some(&ca), None))
+        .build(&leaf.x509v3_context(Some(issuer), None))
         .expect("san");
     leaf.append_extension(san).expect("ext");
     leaf.append_extension(ExtendedKeyUsage::new().server_auth().build().expect("eku"))
@@ -1716,7 +1718,7 @@ fn shows_no_secret(who: &str, out: &str, config: &Path) {
 #[test]
 fn a_config_line_that_does_not_parse_never_shows_its_secret() {
     let dir = common::state_dir();
-    let lines = vec![
+    let lines = [
         format!("keylime_dir = {}", quoted(dir.path())),
         "enable_agent_mtls = false".to_string(),
         "tpm_ownerpassword = \"hunter2-secret-value".to_string(),
@@ -1930,12 +1932,27 @@ fn crl_pki(dir: &Path) -> (PathBuf, Client, Client, PathBuf) {
         );
         let mut req = vec!["req", "-config", "ca.cnf", "-new"];
         req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+        req.extend([
+            "-keyout",
+            key.as_str(),
+            "-out",
+            csr.as_str(),
+            "-subj",
+            subject.as_str(),
+        ]);
         openssl_cli(dir, &req);
         openssl_cli(
             dir,
             &[
-                "ca", "-batch", "-config", "ca.cnf", "-notext", "-in", &csr, "-out", &crt,
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-notext",
+                "-in",
+                csr.as_str(),
+                "-out",
+                crt.as_str(),
             ],
         );
     }
@@ -1969,7 +1986,7 @@ fn a_client_certificate_on_the_crl_is_refused_and_a_good_one_is_served() {
     let ima = pki.path().join("ima");
     std::fs::write(&ima, "").expect("ima");
     let port = common::free_port();
-    let lines = vec![
+    let lines = [
         "uuid = \"5ec00011-1a2b-4c3d-8e4f-000000000011\"".to_string(),
         format!("keylime_dir = {}", quoted(dir.path())),
         format!("port = {port}"),
