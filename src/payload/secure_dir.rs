@@ -15,7 +15,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use crate::secure_fs::{self, Owner};
 
 /// Files and directories the tmpfs may hold: K, the payload, its
-/// unpacked entries (at most [`super::zip_extract::MAX_ENTRIES`]) and the
+/// unpacked entries (at most 1000 per archive) and the
 /// revocation message files.
 pub const TMPFS_INODES: u32 = 2048;
 
