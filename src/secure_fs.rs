@@ -98,10 +98,11 @@ impl Dir {
     /// with `mode`; a link or a non-directory there is an error.
     pub fn subdir(&self, name: &OsStr, mode: u32, owner: Owner) -> io::Result<Self> {
         let path = self.path.join(name);
-        match mkdirat(self.fd(), name, Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+        let created = match mkdirat(self.fd(), name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EEXIST) => false,
             Err(e) => return Err(at(&path, e)),
-        }
+        };
         let fd = openat(
             self.fd(),
             name,
@@ -110,7 +111,11 @@ impl Dir {
         )
         .map_err(|e| opened(&path, e))?;
         let stat = fstat(&fd).map_err(|e| at(&path, e))?;
-        take_ownership(&fd, &stat, &path, owner)?;
+        if created {
+            fchown(&fd, Some(owner.uid), Some(owner.gid)).map_err(|e| at(&path, e))?;
+        } else {
+            take_ownership(&fd, &stat, &path, owner)?;
+        }
         if stat.st_mode & 0o7777 != mode {
             fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| at(&path, e))?;
         }

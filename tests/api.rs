@@ -525,10 +525,17 @@ fn run_as_drops_root_and_the_agent_keeps_answering() {
         "{body}"
     );
     assert!(body["results"]["mb_measurement_list"].is_string(), "{body}");
-    let owner = std::os::unix::fs::MetadataExt::uid(
-        &std::fs::metadata(s.dir.path().join("agent_data.json")).expect("meta"),
-    );
-    assert_eq!(owner, uid, "state handed to the run_as user");
+    // Only what the agent writes after the switch is the user's; the AK
+    // store and the keys stay root's.
+    let owner = |name: &str| {
+        std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(s.dir.path().join(name)).expect("meta"),
+        )
+    };
+    assert_eq!(owner("agent_data.json"), 0, "the AK store stays root's");
+    assert_eq!(owner("payload-private.pem"), 0, "the NK stays root's");
+    assert_eq!(owner("secure"), uid, "the secure directory is the user's");
+    assert_eq!(owner("revocation"), uid, "so is revocation/");
 }
 
 #[test]

@@ -47,6 +47,8 @@ fn config_lines(dir: &Path, peers: &Peers) -> Vec<String> {
         "measuredboot_ml_path = {:?}",
         uefi.display().to_string()
     ));
+    // As root without run_as, check warns that scripts would run as root.
+    lines.push("run_as = \"nobody:nogroup\"".into());
     lines
 }
 
@@ -62,10 +64,7 @@ fn check_prints_all_ok_against_swtpm_and_the_real_registrar_and_changes_nothing(
     };
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
-    // As root without run_as, check warns that scripts would run as root.
-    let mut lines = config_lines(dir.path(), &peers);
-    lines.push("run_as = \"nobody:nogroup\"".into());
-    let config = write_config(dir.path(), &lines);
+    let config = write_config(dir.path(), &config_lines(dir.path(), &peers));
     let before: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .map(|e| e.expect("entry").file_name())

@@ -94,7 +94,15 @@ fn post_big_bodies_at_once(s: &Served, chunked: impl Fn(usize) -> bool + Sync) -
 
 #[test]
 fn stalled_bodies_are_cut_off_at_the_body_timeout_while_quotes_go_on() {
-    let Some(s) = serve(&["request_body_timeout = 3".into()], 3) else {
+    // 200 stalled clients from one address: the per-address cap is not
+    // what this test is about.
+    let Some(s) = serve(
+        &[
+            "request_body_timeout = 3".into(),
+            "max_connections_per_client = 1000".into(),
+        ],
+        3,
+    ) else {
         return;
     };
     let pid = s.agent.pid();
@@ -302,6 +310,8 @@ fn connections_past_max_connections_are_refused_at_once_under_a_low_descriptor_l
     let Some(s) = serve(
         &[
             "max_connections = 40".into(),
+            // All clients come from 127.0.0.1: the global limit is tested.
+            "max_connections_per_client = 1000".into(),
             "request_head_timeout = 120".into(),
         ],
         3,

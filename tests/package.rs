@@ -296,7 +296,9 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
                     .ok()
             })
             .unwrap_or_else(|| panic!("no exposure level for {unit}: {text}"));
-        assert!(score <= 2.0, "{unit}: exposure {score}");
+        // 0.5 of it is the switch to run_as (CAP_SETUID, CAP_SETGID,
+        // CAP_CHOWN), which systemd cannot see is given up at start.
+        assert!(score <= 2.5, "{unit}: exposure {score}");
     }
 
     // The installed binary with the installed config (plus the test's

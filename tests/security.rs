@@ -1837,13 +1837,15 @@ fn an_agent_started_as_nobody_is_not_dumpable() {
     agent.wait_for("serving API over plain HTTP", 30);
     let pid = agent.pid();
     assert_eq!(uids(pid), vec![NOBODY; 4], "{}", agent.output());
-    let owner = std::fs::metadata(format!("/proc/{pid}"))
-        .expect("/proc/PID")
-        .uid();
-    assert_eq!(
-        owner, 0,
-        "/proc/{pid} of a non-dumpable process belongs to root, not to the uid it runs as"
-    );
+    // The files under /proc/PID (not the directory itself) of a
+    // non-dumpable process belong to root, not to the uid it runs as: its
+    // own user cannot read its environment or memory.
+    for file in ["environ", "mem", "status"] {
+        let owner = std::fs::metadata(format!("/proc/{pid}/{file}"))
+            .expect("/proc/PID file")
+            .uid();
+        assert_eq!(owner, 0, "/proc/{pid}/{file} of a non-dumpable process");
+    }
 }
 
 #[test]
@@ -1851,7 +1853,10 @@ fn a_metrics_address_off_loopback_is_warned_about_at_start_and_by_check() {
     let Some(tpm) = Swtpm::start() else { return };
     let dir = common::state_dir();
     let mut lines = agent_lines(dir.path(), "5ec00010-1a2b-4c3d-8e4f-000000000010", None);
-    lines.push("metrics_address = \"0.0.0.0:0\"".into());
+    lines.push(format!(
+        "metrics_address = \"0.0.0.0:{}\"",
+        common::free_port()
+    ));
     let config = write_config(dir.path(), &lines);
     let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
     agent.wait_for("not a loopback address", 30);

@@ -76,9 +76,13 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
         "quotes go out without an IMA list; enable IMA (ima_policy=tcb) or correct ima_ml_path",
     ));
     out.push(uefi_log(&config));
-    out.push(run_as(&config));
     let root = nix::unistd::geteuid().is_root();
-    for lowered in config.lowered_protection(front == FrontEnd::Pull, root) {
+    let lowered = config.lowered_protection(front == FrontEnd::Pull, root);
+    // An empty run_as that lowers protection is the run_as finding itself.
+    if !lowered.iter().any(|l| l.key == "run_as") {
+        out.push(run_as(&config));
+    }
+    for lowered in lowered {
         out.push(Finding::warn(lowered.key, lowered.what, lowered.fix));
     }
     report

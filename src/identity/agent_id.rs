@@ -93,7 +93,9 @@ fn generated(file: &Path) -> Result<AgentId, IdentityError> {
         path: file.to_path_buf(),
         source,
     };
-    match std::fs::read_to_string(file) {
+    let read = secure_fs::read_private(file)
+        .map(|(bytes, _)| String::from_utf8_lossy(&bytes).into_owned());
+    match read {
         Ok(s) if uuid::Uuid::try_parse(s.trim()).is_ok() => return Ok(AgentId(s.trim().into())),
         Ok(_) => {
             return Err(IdentityError::AgentId(format!(

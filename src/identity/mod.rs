@@ -77,7 +77,8 @@ fn load_or_generate_key(
         path: path.to_path_buf(),
         source,
     };
-    if path.exists() {
+    // A link counts as there (and is then refused by read_private).
+    if std::fs::symlink_metadata(path).is_ok() {
         let (pem, loosened) = secure_fs::read_private(path).map_err(io)?;
         if loosened {
             tracing::warn!(

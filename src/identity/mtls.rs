@@ -50,12 +50,14 @@ impl MtlsIdentity {
         contact: &str,
     ) -> Result<Self, IdentityError> {
         let key = load_or_create_key(key_path, password)?;
-        if cert_path.exists() {
-            let pem = std::fs::read(cert_path).map_err(|source| IdentityError::Io {
-                what: "mTLS certificate",
-                path: cert_path.to_path_buf(),
-                source,
-            })?;
+        // A link counts as there (and is then refused by read_private).
+        if std::fs::symlink_metadata(cert_path).is_ok() {
+            let (pem, _) =
+                secure_fs::read_private(cert_path).map_err(|source| IdentityError::Io {
+                    what: "mTLS certificate",
+                    path: cert_path.to_path_buf(),
+                    source,
+                })?;
             let cert = X509::from_pem(&pem).map_err(IdentityError::crypto(format!(
                 "reading {}",
                 cert_path.display()
