@@ -15,13 +15,13 @@ mod payload;
 mod protection;
 mod push;
 mod raw;
+mod secret;
 mod values;
 mod versions;
 
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
-use zeroize::Zeroizing;
 
 use crate::algorithms::{
     EncryptionAlg, HashAlg, SigningAlg, ENCRYPTION_ALG_ACCEPTED, HASH_ALG_ACCEPTED,
@@ -36,6 +36,7 @@ pub use payload::{PayloadConfig, RevocationConfig};
 pub use protection::Lowered;
 pub use push::{PushConfig, PushSettings};
 use raw::RawAgentSection;
+pub use secret::Secret;
 pub use values::InvalidValue;
 pub use values::LogFormat;
 pub use values::RunAs;
@@ -161,7 +162,7 @@ pub struct Config {
     /// mTLS private key file (`server_key`).
     pub server_key: PathBuf,
     /// Password of the mTLS private key file (`server_key_password`).
-    pub server_key_password: Zeroizing<String>,
+    pub server_key_password: Secret<String>,
     /// mTLS certificate file (`server_cert`).
     pub server_cert: PathBuf,
     /// CA files trusted for client certificates (`trusted_client_ca`).
@@ -178,13 +179,13 @@ pub struct Config {
     /// A persistent EK handle, or `None` to create the EK (`ek_handle`).
     pub ek_handle: Option<u32>,
     /// Endorsement hierarchy authorization (`tpm_ownerpassword`).
-    pub tpm_ownerpassword: Zeroizing<Vec<u8>>,
+    pub tpm_ownerpassword: Secret<Vec<u8>>,
     /// Where the AK is persisted (`agent_data_path`).
     pub agent_data_path: PathBuf,
     /// The NK private key file (`payload_key`).
     pub payload_key: PathBuf,
     /// Password of the NK file (`payload_key_password`).
-    pub payload_key_password: Zeroizing<String>,
+    pub payload_key_password: Secret<String>,
     /// The identity to switch to after start (`run_as`).
     pub run_as: Option<RunAs>,
     /// API versions served, ascending (`api_versions`).
@@ -305,9 +306,7 @@ impl Config {
             )?,
             enable_agent_mtls,
             server_key: path("server_key", "server-private.pem"),
-            server_key_password: Zeroizing::new(
-                raw.get("server_key_password").unwrap_or("").into(),
-            ),
+            server_key_password: Secret::new(raw.get("server_key_password").unwrap_or("").into()),
             server_cert: path("server_cert", "server-cert.crt"),
             trusted_client_ca,
             trusted_client_crl: values::list(raw.get("trusted_client_crl").unwrap_or(""))
@@ -326,16 +325,10 @@ impl Config {
                     .map_err(|()| InvalidValue::new(SIGNING_ALG_ACCEPTED))
             })?,
             ek_handle: raw.parse("ek_handle", "generate", values::ek_handle)?,
-            tpm_ownerpassword: Zeroizing::new(raw.parse(
-                "tpm_ownerpassword",
-                "",
-                values::tpm_auth,
-            )?),
+            tpm_ownerpassword: Secret::new(raw.parse("tpm_ownerpassword", "", values::tpm_auth)?),
             agent_data_path: path("agent_data_path", "agent_data.json"),
             payload_key: path("payload_key", "payload-private.pem"),
-            payload_key_password: Zeroizing::new(
-                raw.get("payload_key_password").unwrap_or("").into(),
-            ),
+            payload_key_password: Secret::new(raw.get("payload_key_password").unwrap_or("").into()),
             run_as: raw.parse("run_as", "", values::run_as)?,
             api_versions: raw.parse("api_versions", "default", api_versions)?,
             registrar_retry: retry_policy(raw)?,

@@ -189,6 +189,39 @@ fn secret_values_are_not_echoed() {
     )
     .expect_err("rejected");
     assert!(!err.to_string().contains("zz-secret"), "{err}");
+    // A loaded config's Debug says which secrets are set, never what they are.
+    let loaded = load(
+        vec![dir.file("b.conf", &base(&dir))],
+        &[
+            ("tpm_ownerpassword", "owner-zz-secret"),
+            ("server_key_password", "server-zz-secret"),
+            ("payload_key_password", "payload-zz-secret"),
+        ],
+    )
+    .expect("loads");
+    let shown = format!("{:?}", loaded.config);
+    assert!(!shown.contains("zz-secret"), "{shown}");
+    assert!(shown.contains("tpm_ownerpassword: <set>"), "{shown}");
+    let tpm = format!("{:?}", crate::agent::tpm_config(&loaded.config));
+    assert!(!tpm.contains("zz-secret"), "{tpm}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_file_line_and_key_never_the_value() {
+    let dir = Dir::new();
+    let file = dir.file(
+        "a.conf",
+        "[agent]\nuuid = \"x\"\ntpm_ownerpassword = \"hunter2-zz-secret\nport = 3\n",
+    );
+    let err = load(vec![file.clone()], &[])
+        .expect_err("syntax")
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("key tpm_ownerpassword"),
+        "{err}"
+    );
 }
 
 #[test]

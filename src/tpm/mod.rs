@@ -46,7 +46,7 @@ pub struct TpmConfig {
     /// Persistent EK handle, or `None` to create the EK.
     pub ek_handle: Option<u32>,
     /// Endorsement hierarchy authorization.
-    pub owner_auth: Zeroizing<Vec<u8>>,
+    pub owner_auth: crate::config::Secret<Vec<u8>>,
     /// File that persists the AK between starts.
     pub ak_store: PathBuf,
 }
