@@ -59,10 +59,12 @@ pub fn extract(data: &[u8], dest: &Path) -> io::Result<Vec<PathBuf>> {
         }
         let mut entry = archive.by_index(i).map_err(|e| bad(e.to_string()))?;
         // Payload files are secrets: owner-only, whatever the archive says.
+        // A fresh file, never through a link: the directory is new, and a
+        // name used twice in the archive is refused.
         let mut out = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .mode(0o600)
             .open(&target)?;
         let copied = io::copy(&mut (&mut entry).take(MAX_UNPACKED - total), &mut out)?;
