@@ -704,16 +704,7 @@ impl Node {
     fn start(peers: &Peers, id: &str, extra: &[String], env: &[(&str, &str)]) -> Option<Self> {
         let tpm = Swtpm::start()?;
         let dir = common::state_dir();
-        let mut lines = agent_lines(dir.path(), id, Some(peers));
-        lines.extend(extra.iter().cloned());
-        let port: u16 = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("port = "))
-            .and_then(|p| p.parse().ok())
-            .expect("port line");
-        let config = write_config(dir.path(), &lines);
-        let mut agent = Agent::spawn(&config, &tpm.tcti(), env);
-        agent.wait_for("registered and activated", 30);
+        let (agent, _, port) = common::registered_agent_with_env(peers, &tpm, &dir, id, extra, env);
         Some(Self {
             agent,
             dir,
@@ -1038,6 +1029,23 @@ struct Running {
     tpm: Swtpm,
 }
 
+/// The fake registrar saw at least three attempts, and the agent is still
+/// running after them.
+fn assert_retried_and_alive(fake: &FakePeer, run: &mut Running) {
+    assert!(
+        wait_until(90, || fake.requests() >= 3),
+        "the agent retries the registrar: {:?}\n{}",
+        fake.seen(),
+        run.agent.output()
+    );
+    assert_eq!(
+        run.agent.wait_exit(1),
+        None,
+        "the agent stays up:\n{}",
+        run.agent.output()
+    );
+}
+
 fn against_fake_registrar(fake: &FakePeer, id: &str, env: &[(&str, &str)]) -> Option<Running> {
     let tpm = Swtpm::start()?;
     let dir = common::state_dir();
@@ -1055,18 +1063,7 @@ fn a_registrar_streaming_300_mb_cannot_grow_the_agent() {
     else {
         return;
     };
-    assert!(
-        wait_until(90, || fake.requests() >= 3),
-        "the agent retries the registrar: {:?}\n{}",
-        fake.seen(),
-        run.agent.output()
-    );
-    assert_eq!(
-        run.agent.wait_exit(1),
-        None,
-        "the agent stays up:\n{}",
-        run.agent.output()
-    );
+    assert_retried_and_alive(&fake, &mut run);
     let peak = proc_kib(run.agent.pid(), "VmHWM");
     assert!(
         peak < MEMORY_BOUND_KIB,
@@ -1089,18 +1086,7 @@ fn a_registrar_answering_html_is_retried_not_fatal() {
     else {
         return;
     };
-    assert!(
-        wait_until(90, || fake.requests() >= 3),
-        "the agent retries the registrar: {:?}\n{}",
-        fake.seen(),
-        run.agent.output()
-    );
-    assert_eq!(
-        run.agent.wait_exit(1),
-        None,
-        "the agent stays up:\n{}",
-        run.agent.output()
-    );
+    assert_retried_and_alive(&fake, &mut run);
     assert!(
         wait_until(10, || run.agent.output().contains("not JSON")),
         "{}",
@@ -1124,18 +1110,7 @@ fn control_characters_in_a_registrar_error_cannot_forge_log_lines() {
     else {
         return;
     };
-    assert!(
-        wait_until(90, || fake.requests() >= 3),
-        "the agent retries the registrar: {:?}\n{}",
-        fake.seen(),
-        run.agent.output()
-    );
-    assert_eq!(
-        run.agent.wait_exit(1),
-        None,
-        "the agent stays up:\n{}",
-        run.agent.output()
-    );
+    assert_retried_and_alive(&fake, &mut run);
     let log = run.agent.output();
     assert!(
         !some_line_starts_with(&log, "FORGED-LINE"),

@@ -511,6 +511,18 @@ pub fn registered_agent(
     id: &str,
     extra: &[String],
 ) -> (Agent, PathBuf, u16) {
+    registered_agent_with_env(peers, tpm, dir, id, extra, &[])
+}
+
+/// As [`registered_agent`], with `env` added to the agent's environment.
+pub fn registered_agent_with_env(
+    peers: &Peers,
+    tpm: &Swtpm,
+    dir: &StateDir,
+    id: &str,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> (Agent, PathBuf, u16) {
     let mut lines = agent_lines(dir.path(), id, Some(peers));
     lines.extend(extra.iter().cloned());
     let port = lines
@@ -519,7 +531,7 @@ pub fn registered_agent(
         .and_then(|p| p.parse().ok())
         .expect("port line");
     let config = write_config(dir.path(), &lines);
-    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), env);
     agent.wait_for("registered and activated", 30);
     (agent, config, port)
 }
