@@ -71,7 +71,7 @@ fn ca_certificates(trust: &ServerTrust) -> Result<Vec<reqwest::Certificate>, Cli
         path: trust.ca_file.clone(),
         reason,
     };
-    let pem = std::fs::read(&trust.ca_file).map_err(|e| error(e.to_string()))?;
+    let pem = crate::secure_fs::read_trusted(&trust.ca_file).map_err(|e| error(e.to_string()))?;
     let stack = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| error(e.to_string()))?;
     if stack.is_empty() {
         return Err(error("no PEM certificate in it".into()));

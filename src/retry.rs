@@ -41,9 +41,13 @@ impl RetryPolicy {
         self.base_delay(retry).mul_f64(1.0 - shrink)
     }
 
-    /// The pause a server asked for with `Retry-After`, capped at `max_delay`.
+    /// The pause a server asked for with `Retry-After`, capped at
+    /// `max_delay` and at least `initial_delay` (a `Retry-After: 0` must
+    /// not turn the retries into a busy loop).
     pub fn server_requested(&self, seconds: u64) -> Duration {
-        Duration::from_secs(seconds).min(self.max_delay)
+        Duration::from_secs(seconds)
+            .min(self.max_delay)
+            .max(self.initial_delay.min(self.max_delay))
     }
 }
 
@@ -95,9 +99,14 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_capped() {
+    fn retry_after_is_capped_and_never_zero() {
         assert_eq!(policy(None).server_requested(3600), Duration::from_secs(4));
         assert_eq!(policy(None).server_requested(1), Duration::from_secs(1));
+        assert_eq!(
+            policy(None).server_requested(0),
+            policy(None).initial_delay,
+            "Retry-After: 0 waits the policy's first pause"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! A verified notification is acted on once: the SHA-256 of every message
 //! acted on (the last [`REMEMBERED`]) and the newest `event_time` are kept
 //! in `<keylime_dir>/revocation/acted.json`, so the same message, or one
-//! older than the newest acted on, is refused even after a restart. The
+//! more than [`STALE_AFTER_SECS`] older than the newest acted on, is
+//! refused even after a restart. The
 //! certificate from a payload is copied into that directory at delivery
 //! and read from there, never from the payload directory that the next
 //! delivery replaces.
@@ -31,6 +32,11 @@ pub const PAYLOAD_CERT: &str = "RevocationNotifier-cert.crt";
 const ACTED_FILE: &str = "acted.json";
 /// How many acted-on messages are remembered.
 pub const REMEMBERED: usize = 256;
+/// How much older than the newest acted on a notification may be and still
+/// count (the verifier's clock is local time with one-second resolution:
+/// a daylight-saving change or verifiers in other time zones must not
+/// turn fresh notifications away). Recent replays are caught by digest.
+pub const STALE_AFTER_SECS: i64 = 2 * 3600;
 
 /// A notification that cannot even be read.
 #[derive(Debug, Error)]
@@ -59,8 +65,31 @@ pub enum Verdict {
 struct Acted {
     /// Hex SHA-256 of the messages acted on, oldest first.
     digests: VecDeque<String>,
-    /// The newest `event_time` acted on, as (year, month, day, h, m, s).
-    newest: Option<(u32, u32, u32, u32, u32, u32)>,
+    /// The newest `event_time` acted on, in seconds from 1970 as the
+    /// verifier's local clock read it.
+    newest: Option<i64>,
+}
+
+impl Acted {
+    /// The record in `state_dir`, read when the first notification comes
+    /// (after the switch to `run_as`, whose directory it is).
+    fn load(state_dir: &Path) -> Self {
+        let file = state_dir.join(ACTED_FILE);
+        match secure_fs::read_private(&file) {
+            Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "{}: unreadable ({e}); starting a new record of acted-on revocations",
+                    file.display()
+                );
+                Self::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => {
+                tracing::warn!("the record of acted-on revocations: {e}");
+                Self::default()
+            }
+        }
+    }
 }
 
 /// Revocation handling for one agent; cheap to clone.
@@ -69,28 +98,15 @@ pub struct Revocation {
     config: Arc<RevocationConfig>,
     unzipped: PathBuf,
     secure_dir: PathBuf,
-    acted: Arc<Mutex<Acted>>,
+    /// `None` until the first notification.
+    acted: Arc<Mutex<Option<Acted>>>,
 }
 
 impl Revocation {
     /// Handling with `config`; payload files are looked up in `unzipped`,
     /// message files are written to `secure_dir`; what was acted on is
-    /// read from `config.state_dir`.
+    /// kept in `config.state_dir`.
     pub fn new(config: RevocationConfig, unzipped: PathBuf, secure_dir: PathBuf) -> Self {
-        let acted = match secure_fs::read_private(&config.state_dir.join(ACTED_FILE)) {
-            Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(
-                    "{}: unreadable ({e}); starting a new record of acted-on revocations",
-                    config.state_dir.join(ACTED_FILE).display()
-                );
-                Acted::default()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Acted::default(),
-            Err(e) => {
-                tracing::warn!("the record of acted-on revocations: {e}");
-                Acted::default()
-            }
-        };
         if config.zeromq_requested {
             tracing::warn!(
                 "enable_revocation_notifications: ZeroMQ notifications are not supported; \
@@ -101,8 +117,31 @@ impl Revocation {
             config: Arc::new(config),
             unzipped,
             secure_dir,
-            acted: Arc::new(Mutex::new(acted)),
+            acted: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The record of what was acted on, read at the first notification;
+    /// then too a certificate an earlier release left only in the payload
+    /// directory is kept in the revocation directory.
+    fn acted(&self) -> std::sync::MutexGuard<'_, Option<Acted>> {
+        let mut acted = self
+            .acted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if acted.is_none() {
+            *acted = Some(Acted::load(&self.config.state_dir));
+            let kept = self.config.state_dir.join(PAYLOAD_CERT);
+            if self.config.cert.is_none()
+                && std::fs::symlink_metadata(&kept).is_err()
+                && std::fs::symlink_metadata(self.unzipped.join(PAYLOAD_CERT)).is_ok()
+            {
+                if let Err(e) = adopt_payload_certificate(&self.unzipped, &self.config.state_dir) {
+                    tracing::warn!("keeping the payload's revocation certificate: {e}");
+                }
+            }
+        }
+        acted
     }
 
     /// Checks a notification and, when verified, starts its actions in
@@ -123,6 +162,7 @@ impl Revocation {
             field("agent_id"),
             field("event_id"),
         );
+        drop(self.acted());
         let verdict = match self.verify(msg, signature) {
             Verdict::Verified(actions) => self
                 .first_time(msg, &event)
@@ -185,15 +225,13 @@ impl Revocation {
     fn first_time(&self, msg: &str, event: &Value) -> Option<Verdict> {
         let digest = hex::encode(openssl::sha::sha256(msg.as_bytes()));
         let when = event["event_time"].as_str().and_then(parse_event_time);
-        let mut acted = self
-            .acted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.acted();
+        let acted = guard.get_or_insert_with(Acted::default);
         if acted.digests.contains(&digest) {
             return Some(Verdict::Replayed);
         }
         if let (Some(when), Some(newest)) = (when, acted.newest) {
-            if when < newest {
+            if when + STALE_AFTER_SECS < newest {
                 return Some(Verdict::Stale);
             }
         }
@@ -205,7 +243,7 @@ impl Revocation {
             acted.newest = when;
         }
         let record = serde_json::to_vec(&*acted).unwrap_or_default();
-        drop(acted);
+        drop(guard);
         if let Err(e) = secure_fs::write_private(&self.config.state_dir.join(ACTED_FILE), &record) {
             tracing::error!(
                 "cannot record the acted-on revocation ({e}); it would be acted on again after a restart"
@@ -312,8 +350,9 @@ pub fn adopt_payload_certificate(unzipped: &Path, state_dir: &Path) -> std::io::
 }
 
 /// The verifier's `event_time` (`time.asctime()`: `Sun Nov 22 04:24:56
-/// 2026`, the day padded with a space) as a tuple that orders in time.
-fn parse_event_time(text: &str) -> Option<(u32, u32, u32, u32, u32, u32)> {
+/// 2026`, the day padded with a space) in seconds from 1970 (its time zone
+/// unknown: only differences between two of them mean anything).
+fn parse_event_time(text: &str) -> Option<i64> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -321,11 +360,25 @@ fn parse_event_time(text: &str) -> Option<(u32, u32, u32, u32, u32, u32)> {
     let _weekday = parts.next()?;
     let month_name = parts.next()?;
     let month = u32::try_from(MONTHS.iter().position(|m| *m == month_name)?).ok()? + 1;
-    let day = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
     let mut clock = parts.next()?.split(':').map(|p| p.parse::<u32>().ok());
     let (h, m, s) = (clock.next()??, clock.next()??, clock.next()??);
-    let year = parts.next()?.parse().ok()?;
-    Some((year, month, day, h, m, s))
+    let year: i64 = parts.next()?.parse().ok()?;
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar).
+    let (y, mo) = if month <= 2 {
+        (year - 1, i64::from(month) + 9)
+    } else {
+        (year, i64::from(month) - 3)
+    };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * mo + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s))
 }
 
 #[cfg(test)]
@@ -524,7 +577,15 @@ mod tests {
     fn event_times_order_in_time() {
         let t = |s| parse_event_time(s).expect(s);
         assert!(t("Sat Nov  7 23:59:59 2026") < t("Sun Nov 22 04:24:56 2026"));
-        assert!(t("Thu Dec 31 23:59:59 2026") < t("Fri Jan  1 00:00:00 2027"));
+        assert_eq!(
+            t("Fri Jan  1 00:00:00 2027") - t("Thu Dec 31 23:59:59 2026"),
+            1
+        );
+        assert_eq!(t("Thu Jan  1 00:00:00 1970"), 0);
+        assert_eq!(
+            t("Sun Mar  1 00:00:00 2026") - t("Sat Feb 28 00:00:00 2026"),
+            86_400
+        );
         assert_eq!(parse_event_time("yesterday"), None);
     }
 }

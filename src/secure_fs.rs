@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, renameat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::{fchown, getegid, geteuid, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{getegid, geteuid, unlinkat, Gid, Uid, UnlinkatFlags};
 
 /// The largest private file the agent reads (keys, certificates, the AK
 /// store and its own records are a few KiB).
@@ -95,7 +95,10 @@ impl Dir {
     }
 
     /// `name` inside this directory, created if missing, owned by `owner`
-    /// with `mode`; a link or a non-directory there is an error.
+    /// with `mode`; a link or a non-directory there is an error. The
+    /// checks and changes go through an `O_PATH` descriptor, so root needs
+    /// no read or search right on a directory `owner` keeps to itself (the
+    /// service units give root no `CAP_DAC_OVERRIDE`).
     pub fn subdir(&self, name: &OsStr, mode: u32, owner: Owner) -> io::Result<Self> {
         let path = self.path.join(name);
         let created = match mkdirat(self.fd(), name, Mode::from_bits_truncate(0o700)) {
@@ -106,25 +109,45 @@ impl Dir {
         let fd = openat(
             self.fd(),
             name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| opened(&path, e))?;
         let stat = fstat(&fd).map_err(|e| at(&path, e))?;
-        if created {
-            fchown(&fd, Some(owner.uid), Some(owner.gid)).map_err(|e| at(&path, e))?;
+        let wrong_mode = stat.st_mode & 0o7777 != mode;
+        if wrong_mode {
+            // Only the owner (or CAP_FOWNER) may change the mode: the
+            // agent's own user first, then the one asked for.
+            set_owner(&fd, Owner::me(), &path)?;
+            let through = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            nix::sys::stat::fchmodat(
+                AT_FDCWD,
+                through.as_str(),
+                Mode::from_bits_truncate(mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| at(&path, e))?;
+        }
+        if created || wrong_mode {
+            set_owner(&fd, owner, &path)?;
         } else {
             take_ownership(&fd, &stat, &path, owner)?;
         }
-        if stat.st_mode & 0o7777 != mode {
-            fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| at(&path, e))?;
-        }
+        // Readable when the agent may read it; else the O_PATH descriptor
+        // serves (to mount on, to pass on).
+        let fd = openat(
+            &fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap_or(fd);
         Ok(Self { fd, path })
     }
 
     /// Gives this directory to `owner` (through its descriptor).
     pub fn chown(&self, owner: Owner) -> io::Result<()> {
-        fchown(&self.fd, Some(owner.uid), Some(owner.gid)).map_err(|e| at(&self.path, e))
+        set_owner(&self.fd, owner, &self.path)
     }
 
     /// Writes `bytes` to `name` with mode 0600, replacing it atomically:
@@ -151,7 +174,12 @@ impl Dir {
             file.write_all(bytes)?;
             file.sync_all()?;
             renameat(self.fd(), tmp.as_os_str(), self.fd(), name)?;
-            File::from(self.fd.try_clone()?).sync_all()
+            // The rename made durable; an O_PATH descriptor cannot be
+            // synced (EBADF), and the file itself already is.
+            match File::from(self.fd.try_clone()?).sync_all() {
+                Err(e) if e.raw_os_error() == Some(Errno::EBADF as i32) => Ok(()),
+                other => other,
+            }
         })();
         if result.is_err() {
             let _ = unlinkat(self.fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
@@ -167,6 +195,17 @@ impl Dir {
     /// file with other hard links or one owned by another user (when the
     /// agent cannot take it back) is an error.
     pub fn read_private(&self, name: &OsStr) -> io::Result<(Vec<u8>, bool)> {
+        self.read(name, Custody::TakeBack)
+    }
+
+    /// As [`Self::read_private`], for a private key: one another user owned
+    /// may have been read or replaced by that user, so it is refused, never
+    /// taken back.
+    pub fn read_secret(&self, name: &OsStr) -> io::Result<(Vec<u8>, bool)> {
+        self.read(name, Custody::OwnOnly)
+    }
+
+    fn read(&self, name: &OsStr, custody: Custody) -> io::Result<(Vec<u8>, bool)> {
         let path = self.path.join(name);
         let fd = openat(
             self.fd(),
@@ -175,7 +214,7 @@ impl Dir {
             Mode::empty(),
         )
         .map_err(|e| opened(&path, e))?;
-        let stat = own_regular_file(&fd, &path, Owner::me())?;
+        let stat = own_regular_file(&fd, &path, Owner::me(), custody)?;
         let loose = stat.st_mode & 0o077 != 0;
         if loose {
             fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(|e| at(&path, e))?;
@@ -209,7 +248,7 @@ impl Dir {
             Mode::from_bits_truncate(0o600),
         )
         .map_err(|e| opened(&path, e))?;
-        let stat = own_regular_file(&fd, &path, Owner::me())?;
+        let stat = own_regular_file(&fd, &path, Owner::me(), Custody::TakeBack)?;
         if stat.st_mode & 0o077 != 0 {
             fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(|e| at(&path, e))?;
         }
@@ -250,6 +289,78 @@ pub fn read_private(path: &Path) -> io::Result<(Vec<u8>, bool)> {
     Dir::open(parent)?.read_private(name)
 }
 
+/// Reads a private key file: as [`read_private`], but a file another user
+/// owned is refused (see [`Dir::read_secret`]).
+pub fn read_secret(path: &Path) -> io::Result<(Vec<u8>, bool)> {
+    let (parent, name) = split(path)?;
+    Dir::open(parent)?.read_secret(name)
+}
+
+/// Reads a file the agent trusts but does not write (a CA certificate, a
+/// CRL): reached without following untrusted links, at most
+/// [`MAX_PRIVATE_FILE`] bytes, and refused unless root (or the agent's own
+/// user) owns it and its directory and nobody else may write either.
+pub fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
+    let (parent, name) = split(path)?;
+    let dir = Dir::open(parent)?;
+    let dir_stat = fstat(&dir.fd).map_err(|e| at(parent, e))?;
+    let fd = openat(
+        dir.fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| opened(path, e))?;
+    let stat = fstat(&fd).map_err(|e| at(path, e))?;
+    let me = geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: {why}; the agent trusts only files root owns in directories only root can change",
+                path.display()
+            ),
+        )
+    };
+    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(refuse("not a regular file".into()));
+    }
+    if !trusted(stat.st_uid) || stat.st_mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "owned by uid {} with mode {:o}",
+            stat.st_uid,
+            stat.st_mode & 0o7777
+        )));
+    }
+    if !trusted(dir_stat.st_uid) || dir_stat.st_mode & 0o022 != 0 && dir_stat.st_mode & 0o1000 == 0
+    {
+        return Err(refuse(format!(
+            "its directory is owned by uid {} with mode {:o}",
+            dir_stat.st_uid,
+            dir_stat.st_mode & 0o7777
+        )));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(MAX_PRIVATE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PRIVATE_FILE {
+        return Err(refuse(format!("larger than {MAX_PRIVATE_FILE} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// What the agent does with a file another user owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Custody {
+    /// Root takes it back (a directory or a record an older release gave
+    /// away).
+    TakeBack,
+    /// Refused: a private key another user held is no longer private.
+    OwnOnly,
+}
+
 /// A path's parent (`.` for a bare name) and last component.
 fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
     let name = path.file_name().ok_or_else(|| {
@@ -267,7 +378,12 @@ fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
 
 /// Checks that `fd` is a regular file with one link, and makes it
 /// `owner`'s (root takes back what another user owns).
-fn own_regular_file(fd: &OwnedFd, path: &Path, owner: Owner) -> io::Result<FileStat> {
+fn own_regular_file(
+    fd: &OwnedFd,
+    path: &Path,
+    owner: Owner,
+    custody: Custody,
+) -> io::Result<FileStat> {
     let stat = fstat(fd).map_err(|e| at(path, e))?;
     if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
         return Err(io::Error::new(
@@ -282,6 +398,19 @@ fn own_regular_file(fd: &OwnedFd, path: &Path, owner: Owner) -> io::Result<FileS
                 "{}: has {} hard links; the agent's files have one (remove the other names)",
                 path.display(),
                 stat.st_nlink
+            ),
+        ));
+    }
+    if custody == Custody::OwnOnly && stat.st_uid != owner.uid.as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: a private key owned by uid {}, not by the agent (uid {}): that user may have read or \
+                 replaced it; delete it so the agent makes a new one (the registrar and tenant then need \
+                 the agent registered again)",
+                path.display(),
+                stat.st_uid,
+                owner.uid
             ),
         ));
     }
@@ -310,7 +439,7 @@ fn take_ownership(fd: &OwnedFd, stat: &FileStat, path: &Path, owner: Owner) -> i
             ),
         ));
     }
-    fchown(fd, Some(owner.uid), Some(owner.gid)).map_err(|e| at(path, e))?;
+    set_owner(fd, owner, path)?;
     if stat.st_uid != owner.uid.as_raw() {
         tracing::warn!(
             "{}: was owned by uid {}; taken back by the agent (now uid {}, gid {})",
@@ -321,6 +450,18 @@ fn take_ownership(fd: &OwnedFd, stat: &FileStat, path: &Path, owner: Owner) -> i
         );
     }
     Ok(())
+}
+
+/// `fchown` through any descriptor, `O_PATH` ones included.
+fn set_owner(fd: &OwnedFd, owner: Owner, path: &Path) -> io::Result<()> {
+    nix::unistd::fchownat(
+        fd,
+        "",
+        Some(owner.uid),
+        Some(owner.gid),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| at(path, e))
 }
 
 /// Opens the directory `path`, walking it from `/` (or the working

@@ -54,7 +54,7 @@ pub fn acceptor(
     let mut store = X509StoreBuilder::new()?;
     let mut anchors = Vec::new();
     for path in client_cas {
-        let pem = std::fs::read(path).map_err(|e| TlsError::ClientCa {
+        let pem = crate::secure_fs::read_trusted(path).map_err(|e| TlsError::ClientCa {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -116,7 +116,7 @@ fn load_crls(paths: &[PathBuf], anchors: &[X509]) -> Result<Vec<X509Crl>, TlsErr
             path: path.clone(),
             reason,
         };
-        let pem = std::fs::read(path).map_err(|e| crl_error(e.to_string()))?;
+        let pem = crate::secure_fs::read_trusted(path).map_err(|e| crl_error(e.to_string()))?;
         let crl = X509Crl::from_pem(&pem).map_err(|e| crl_error(e.to_string()))?;
         let issuer = anchors.iter().find(|ca| {
             ca.subject_name()

@@ -27,7 +27,6 @@ use common::{
 };
 use keylime_agent::evidence::tcg::EventLog;
 
-const GENERATOR: &str = env!("CARGO_BIN_EXE_tcg_boot_log");
 const NONCE: &str = "mbNonce0123456789";
 /// What the tenant asks for with a measured-boot policy: PCRs 0-9, 11-15.
 const MB_MASK: &str = "0xfbff";
@@ -43,7 +42,7 @@ fn write_log(dir: &Path, name: &str, keys: &Path, args: &[&str]) -> PathBuf {
 
 /// `tcg_boot_log replay` into `tpm`, leaving out event `withhold`.
 fn replay(tpm: &Swtpm, log: &Path, withhold: Option<usize>) {
-    let mut cmd = Command::new(GENERATOR);
+    let mut cmd = Command::new(common::boot_log_tool());
     cmd.arg("replay").arg(log).args(["--tcti", &tpm.tcti()]);
     if let Some(n) = withhold {
         cmd.args(["--withhold", &n.to_string()]);
@@ -133,7 +132,7 @@ fn the_log_replayed_into_swtpm_is_what_tpm2_eventlog_reads_and_the_agent_quotes(
 
     // tpm2_eventlog parses it and replays it to what the generator says.
     let out = common::run_ok(
-        Command::new(GENERATOR).arg("pcrs").arg(&log),
+        Command::new(common::boot_log_tool()).arg("pcrs").arg(&log),
         "tcg_boot_log pcrs",
     );
     let ours: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -410,6 +410,21 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     assert_eq!(mode("/var/lib/keylime/server-private.pem"), 0o600);
     let log = agent.stop();
     assert!(log.contains(&format!("agent {ID} stopped")), "{log}");
+    // A restart under the same credentials: root, without CAP_DAC_OVERRIDE,
+    // meets the secure tmpfs and revocation/ that keylime now owns (0700)
+    // and must still start, with the same identity.
+    let mut again = Agent::spawn_logged(
+        wrapper.to_str().expect("path"),
+        Path::new(CONFFILE),
+        out_dir.path().join("agent-again.log"),
+        &tpm.tcti(),
+        &env,
+    );
+    again.wait_for("registered and activated", 30);
+    assert!(again.output().contains("AK reloaded"), "{}", again.output());
+    assert_eq!(owner("/var/lib/keylime/secure"), (uid, tss_gid));
+    let log = again.stop();
+    assert!(log.contains(&format!("agent {ID} stopped")), "{log}");
     assert!(
         Path::new("/var/lib/keylime/agent_data.json").exists()
             || std::fs::read_dir("/var/lib/keylime")

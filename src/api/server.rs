@@ -96,6 +96,20 @@ impl Drop for Pass {
     }
 }
 
+/// Who holds a connection: the IPv4 address, or the /64 network of an
+/// IPv6 address (one host has a whole /64 to pick addresses from).
+fn holder(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
 fn lock(places: &Mutex<Places>) -> std::sync::MutexGuard<'_, Places> {
     places
         .lock()
@@ -131,6 +145,7 @@ impl Gate {
         if !self.allowed.is_empty() && !self.allowed.iter().any(|r| r.contains(client)) {
             return Err("from an address outside allowed_client_cidrs".into());
         }
+        let client = holder(client);
         let mut places = lock(&self.places);
         let held = places.by_client.get(&client).map_or(0, VecDeque::len);
         if held >= self.per_client {
@@ -140,11 +155,18 @@ impl Gate {
             ));
         }
         if places.total >= self.max {
+            // The address holding the most; among equals, the one whose
+            // oldest connection is oldest (a verifier's poll is young).
             let biggest = places
                 .by_client
                 .iter()
-                .max_by_key(|(_, queue)| queue.len())
                 .filter(|(_, queue)| queue.len() > held)
+                .max_by_key(|(_, queue)| {
+                    (
+                        queue.len(),
+                        std::cmp::Reverse(queue.front().map_or(u64::MAX, |(id, _)| *id)),
+                    )
+                })
                 .map(|(ip, _)| *ip);
             let Some(biggest) = biggest else {
                 return Err(format!("over max_connections = {}", self.max));
@@ -389,6 +411,35 @@ mod tests {
             "a newcomer with none gets a place"
         );
         drop((other, verifier));
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_once_for_its_whole_64() {
+        let gate = gate(8, 2, "");
+        let v6 = |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, last));
+        let _a = gate.admit(v6(1)).expect("first");
+        let _b = gate.admit(v6(2)).expect("second");
+        assert!(gate.admit(v6(3)).is_none(), "a third from the same /64");
+        assert!(gate
+            .admit(IpAddr::V6(std::net::Ipv6Addr::new(
+                0xfd00, 0, 0, 2, 0, 0, 0, 1
+            )))
+            .is_some());
+    }
+
+    #[test]
+    fn among_equal_holders_the_oldest_connection_is_evicted() {
+        let gate = gate(2, 1, "");
+        let old = gate.admit(ip(2)).expect("old");
+        let young = gate.admit(ip(3)).expect("young");
+        let _newcomer = gate.admit(ip(4)).expect("newcomer");
+        let fired = |pass: &Pass| {
+            let notified = pass.evicted.notified();
+            futures_util::pin_mut!(notified);
+            futures_util::FutureExt::now_or_never(notified).is_some()
+        };
+        assert!(fired(&old), "the oldest connection makes room");
+        assert!(!fired(&young), "the younger one stays");
     }
 
     #[test]

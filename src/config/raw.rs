@@ -158,7 +158,7 @@ fn flatten(value: config::Value) -> String {
 
 /// A trusted CA file must exist and hold at least one PEM certificate.
 pub(super) fn check_ca_file(path: &Path) -> Result<(), String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let pem = crate::secure_fs::read_trusted(path).map_err(|e| e.to_string())?;
     match openssl::x509::X509::stack_from_pem(&pem) {
         Ok(certs) if !certs.is_empty() => Ok(()),
         _ => Err("no PEM certificate in it".into()),

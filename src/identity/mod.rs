@@ -79,7 +79,7 @@ fn load_or_generate_key(
     };
     // A link counts as there (and is then refused by read_private).
     if std::fs::symlink_metadata(path).is_ok() {
-        let (pem, loosened) = secure_fs::read_private(path).map_err(io)?;
+        let (pem, loosened) = secure_fs::read_secret(path).map_err(io)?;
         if loosened {
             tracing::warn!(
                 "{} was readable by others; its mode is now 0600",

@@ -63,6 +63,7 @@ pub async fn run(
     limit: Duration,
 ) -> RunOutcome {
     let mut command = Command::new(program);
+    close_inherited(&mut command);
     let mut child = match command
         .env_clear()
         .envs(SCRIPT_ENV)
@@ -102,8 +103,12 @@ pub async fn run(
             RunOutcome::TimedOut
         }
     };
-    for task in drains.into_iter().flatten() {
-        if let Ok(Ok(dropped)) = tokio::time::timeout(Duration::from_secs(1), task).await {
+    for mut task in drains.into_iter().flatten() {
+        // A child that outlived the script may hold the pipe open: its
+        // output is not waited for beyond a second.
+        let drained = tokio::time::timeout(Duration::from_secs(1), &mut task).await;
+        task.abort();
+        if let Ok(Ok(dropped)) = drained {
             if dropped > 0 {
                 tracing::warn!(
                     "{label}: {dropped} bytes of output dropped (lines are cut at {MAX_LINE} bytes, at most {MAX_LOGGED} bytes are logged)"
@@ -122,6 +127,28 @@ pub async fn run(
         RunOutcome::NotStarted(e) => tracing::warn!("{label}: {e}"),
     }
     outcome
+}
+
+/// Makes the script start with descriptors 0, 1 and 2 only. The TPM
+/// library opens the TPM device without close-on-exec, and a payload
+/// script holding the agent's TPM connection could use its loaded AK.
+#[allow(unsafe_code)]
+fn close_inherited(command: &mut Command) {
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; close_range(2) is one system
+    // call, touches no memory of the parent and allocates nothing. It marks
+    // the descriptors close-on-exec rather than closing them, so the pipe
+    // on which the child reports a failed exec still works.
+    unsafe {
+        command.pre_exec(|| {
+            let flags = nix::libc::CLOSE_RANGE_CLOEXEC as nix::libc::c_int;
+            if nix::libc::close_range(3, u32::MAX, flags) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// Logs `reader`'s lines, each cut at [`MAX_LINE`] bytes, up to
@@ -240,6 +267,41 @@ mod tests {
         let env = std::fs::read_to_string(&env_file).expect("env");
         assert!(!env.contains("KEYLIME_AGENT_"), "{env}");
         assert!(env.contains("PATH=/usr/local/sbin"), "{env}");
+    }
+
+    #[tokio::test]
+    async fn the_script_inherits_no_descriptor_beyond_the_standard_three() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A descriptor without close-on-exec, as the TPM library opens its device.
+        let leaky = nix::fcntl::open(
+            dir.path().join("held").as_path(),
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("open without O_CLOEXEC");
+        let listing = dir.path().join("fds");
+        let script = format!("ls /proc/self/fd > {}", listing.display());
+        let outcome = run(
+            "t",
+            Path::new("/bin/sh"),
+            &["-c".as_ref(), script.as_ref()],
+            dir.path(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(outcome, RunOutcome::Exited(Some(0)));
+        let fds: Vec<String> = std::fs::read_to_string(&listing)
+            .expect("listing")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        // 0-2, and the descriptor `ls` opened to list the directory.
+        assert!(fds.len() <= 4, "{fds:?}");
+        let held = std::os::fd::AsRawFd::as_raw_fd(&leaky).to_string();
+        assert!(
+            !fds.contains(&held),
+            "fd {held} leaked into the script: {fds:?}"
+        );
     }
 
     #[tokio::test]

@@ -81,37 +81,19 @@ pub fn prepare(dir: &Path, size: &str, writer: Option<Owner>) -> io::Result<Prep
     Ok(prepared)
 }
 
-/// At stop: a tmpfs the agent mounted is unmounted when it still may
-/// (it runs as root); otherwise (it switched to `run_as`) its contents
-/// are removed, so K and the payload do not outlive the agent either way.
+/// At stop: a tmpfs the agent mounted is unmounted when it still may (it
+/// runs as root), so K and the payload do not outlive it. After the switch
+/// to `run_as` it may not: the tmpfs then stays until the mount is taken
+/// away (at reboot, or by the mount unit), and a restarted agent finds its
+/// payload there.
 pub fn release(dir: &Path, prepared: Prepared) {
-    if !prepared.mounted_here {
+    if !prepared.mounted_here || !may_mount() {
         return;
     }
-    if may_mount() {
-        match umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-            Ok(()) => tracing::info!("unmounted the tmpfs on {}", dir.display()),
-            Err(e) => tracing::warn!("unmounting the tmpfs on {}: {e}", dir.display()),
-        }
-        return;
+    match umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) => tracing::info!("unmounted the tmpfs on {}", dir.display()),
+        Err(e) => tracing::warn!("unmounting the tmpfs on {}: {e}", dir.display()),
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let removed = match entry.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        if let Err(e) = removed {
-            tracing::warn!("emptying {} at stop: {e}", path.display());
-        }
-    }
-    tracing::info!(
-        "emptied the tmpfs on {} (the agent no longer may unmount it)",
-        dir.display()
-    );
 }
 
 /// Whether this process may mount a tmpfs: CAP_SYS_ADMIN is in its

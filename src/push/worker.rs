@@ -290,8 +290,11 @@ impl Worker {
                 )
             }
             Failure::Stale(e) => (e.to_string(), None),
-            // The verifier's Retry-After is authoritative.
-            Failure::Throttled(pause, e) => (e.to_string(), Some(pause)),
+            // The verifier's Retry-After is authoritative, but a zero
+            // would make a busy loop: at least a second.
+            Failure::Throttled(pause, e) => {
+                (e.to_string(), Some(pause.max(Duration::from_secs(1))))
+            }
             Failure::Failed(reason) => (reason, None),
         };
         self.failures += 1;
