@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::agent::FrontEnd;
+use crate::config::Mode;
 use crate::config::{Config, ConfigError, ConfigSources, LogFormat};
 
 /// The command line both binaries take.
@@ -54,9 +54,9 @@ impl Args {
     }
 }
 
-/// `check [--json]`: prints the preflight report for `front`; exit status 0
+/// `check [--json]`: prints the preflight report for `mode`; exit status 0
 /// when nothing failed, 1 otherwise.
-pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCode {
+pub fn check(explicit: Option<PathBuf>, mode: Mode, as_json: bool) -> ExitCode {
     // The TSS libraries print their own errors to stderr; the report names
     // each problem itself.
     quiet_tss_logs();
@@ -82,7 +82,7 @@ pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    let report = runtime.block_on(crate::check::run(loaded, &files, front));
+    let report = runtime.block_on(crate::check::run(loaded, &files, mode));
     if as_json {
         println!("{}", report.json());
     } else {
@@ -95,7 +95,7 @@ pub fn check(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitC
 
 /// `info [--json]`: prints what `info::collect` finds; exit status 2 when
 /// the config does not load.
-pub fn info(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCode {
+pub fn info(explicit: Option<PathBuf>, mode: Mode, as_json: bool) -> ExitCode {
     quiet_tss_logs();
     let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
         Ok(loaded) => loaded,
@@ -104,7 +104,7 @@ pub fn info(explicit: Option<PathBuf>, front: FrontEnd, as_json: bool) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    let report = crate::info::collect(&loaded.config, front);
+    let report = crate::info::collect(&loaded.config, mode);
     if as_json {
         println!("{report}");
     } else {

@@ -79,6 +79,21 @@ pub fn verify_rsa_pss_sha256<T: HasPublic>(
     verify().unwrap_or(false)
 }
 
+/// A certificate name as `CN=…, O=…`.
+pub fn name_text(name: &openssl::x509::X509NameRef) -> String {
+    let parts: Vec<String> = name
+        .entries()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap_or("?"),
+                String::from_utf8_lossy(e.data().as_slice())
+            )
+        })
+        .collect();
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

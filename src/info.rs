@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
-use crate::agent::{registrar_endpoint, tpm_config, FrontEnd};
+use crate::agent::{registrar_endpoint, tpm_config};
 use crate::config::Config;
+use crate::config::Mode;
 use crate::identity::{AgentIdSource, GENERATED_ID_FILE};
 use crate::tpm::{self, ProbeError, StoredAkState, TpmProbe};
 
@@ -19,7 +20,7 @@ use crate::tpm::{self, ProbeError, StoredAkState, TpmProbe};
 const TPM_WITHIN: Duration = Duration::from_secs(10);
 
 /// Everything `info` reports, as one JSON object.
-pub fn collect(config: &Config, front: FrontEnd) -> Value {
+pub fn collect(config: &Config, mode: Mode) -> Value {
     let probe = probe_tpm(config);
     let (id, id_source) = agent_id(config, probe.as_ref().ok());
     let endpoint = registrar_endpoint(config);
@@ -27,9 +28,9 @@ pub fn collect(config: &Config, front: FrontEnd) -> Value {
         "agent": {
             "id": id,
             "id_source": id_source,
-            "mode": match front {
-                FrontEnd::Pull => "pull (keylime_agent)",
-                FrontEnd::Push => "push (keylime_push_model_agent)",
+            "mode": match mode {
+                Mode::Pull => "pull (keylime_agent)",
+                Mode::Push => "push (keylime_push_model_agent)",
             },
             "version": env!("CARGO_PKG_VERSION"),
             "build": {
@@ -37,9 +38,9 @@ pub fn collect(config: &Config, front: FrontEnd) -> Value {
                 "date": env!("BUILD_DATE"),
                 "git_revision": env!("BUILD_GIT_REVISION"),
             },
-            "contact": match front {
-                FrontEnd::Pull => json!(format!("{}:{}", config.contact_ip, config.contact_port)),
-                FrontEnd::Push => Value::Null,
+            "contact": match mode {
+                Mode::Pull => json!(format!("{}:{}", config.contact_ip, config.contact_port)),
+                Mode::Push => Value::Null,
             },
             "registrar": format!(
                 "{}://{}:{}",
@@ -191,7 +192,7 @@ fn tpm_section(config: &Config, probe: &Result<TpmProbe, String>) -> Value {
                 Some(pem) => match X509::from_pem(pem.as_bytes()) {
                     Ok(cert) => json!({
                         "nv_index": format!("{:#010x}", p.ek_cert_index),
-                        "issuer": crate::check::name_text(cert.issuer_name()),
+                        "issuer": crate::crypto::name_text(cert.issuer_name()),
                         "not_after": cert.not_after().to_string(),
                     }),
                     Err(e) => json!(format!("unreadable: {e}")),

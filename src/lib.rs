@@ -1,30 +1,31 @@
 //! keylime-agent: a Keylime-compatible TPM 2.0 remote-attestation agent.
 //!
-//! Architecture, top down. [`config`] turns `agent.conf` and
-//! `KEYLIME_AGENT_*` variables into one typed [`config::Config`].
-//! [`agent`] is the composition root: it starts the [`tpm`] owner thread
-//! (the only code that touches tss-esapi; EK, EK certificate and AK live
-//! there), resolves the [`identity`] (agent id, mTLS certificate, NK), and
-//! registers with the Keylime registrar through [`registrar`] (over
-//! [`http_client`], plain HTTP or HTTPS with the registrar's certificate
-//! verified), whose retries follow [`retry`]. It serves the [`api`] over mTLS ([`tls`]):
-//! handlers parse requests into typed values and call [`attestation`],
-//! which combines one TPM quote transaction with the [`evidence`] logs.
-//! Key halves and payloads go to [`payload`], notifications to
-//! [`revocation`]; [`privileges`] drops root once everything is set up.
-//! [`peer_compat`] says at start what the Keylime release behind the
-//! registrar cannot verify of the configured algorithms.
+//! Architecture, top down: two front ends over one core.
 //!
-//! The pull front end is [`api`]; the push front end is [`push`]
-//! (`keylime_push_model_agent`: no server, evidence sent to the verifier's
-//! API v3.0). Both ask [`attestation`] for evidence; [`cli`] is what the two
-//! binaries share around the agent (logging, config, shutdown signal, the
-//! `check` subcommand, which is [`check`]: a read-only preflight over
-//! [`tpm::probe`]; and `info`, which is [`info`]). [`service`] tells
-//! systemd when the agent is ready and keeps its watchdog alive from the
-//! TPM owner's queue. [`metrics`] counts what happens (served on
-//! `metrics_address`) and [`audit`] records the security-relevant events;
-//! [`observing`] starts both for either front end.
+//! - [`pull`] (`keylime_agent`): the mTLS API the verifier polls and the
+//!   tenant delivers to: [`pull::api`] (routes, typed parameters, the one
+//!   error mapping, the HTTP server and its connection gate),
+//!   [`pull::payload`] (key halves, K, payload delivery, scripts),
+//!   [`pull::revocation`], [`pull::tls`].
+//! - [`push`] (`keylime_push_model_agent`): sessions and evidence sent to
+//!   the verifier's API v3.0, no inbound port.
+//! - [`agent`]: the core both run on, and [`agent::lifecycle`], the one
+//!   start-up and shutdown order each front end plugs its part into. The
+//!   core holds the [`tpm`] owner (the only code that touches tss-esapi;
+//!   EK, EK certificate and AK live there), the [`identity`] (agent id,
+//!   NK), the [`registrar`] client (over [`http_client`], retries per
+//!   [`retry`]) and [`attestation`], which combines one TPM quote
+//!   transaction with the [`evidence`] logs into transport-free answers;
+//!   [`privileges`] switches to `run_as`; [`secure_fs`] is how root opens
+//!   anything in the state directory; [`peer_compat`] says what the
+//!   registrar's Keylime release cannot verify.
+//! - [`config`] turns `agent.conf` and `KEYLIME_AGENT_*` into one typed
+//!   [`config::Config`].
+//! - What an operator runs or watches: [`cli`] (what both binaries share:
+//!   logging, config, shutdown signal), [`check`] (a read-only preflight
+//!   over [`tpm::probe`]), [`info`], [`service`] (systemd notify and
+//!   watchdog), [`metrics`], [`audit`], and [`observing`], which starts the
+//!   last two for either front end.
 //!
 //! Data flow of a registration: config → TPM owner creates/loads EK and
 //! AK → identity → `POST /agents/{id}` → the registrar's MakeCredential blob
@@ -39,7 +40,6 @@
 
 pub mod agent;
 pub mod algorithms;
-pub mod api;
 pub mod api_version;
 pub mod attestation;
 pub mod audit;
@@ -53,15 +53,13 @@ pub mod identity;
 pub mod info;
 pub mod metrics;
 pub mod observing;
-pub mod payload;
 pub mod peer_compat;
 pub mod privileges;
+pub mod pull;
 pub mod push;
 pub mod registrar;
 pub mod retry;
-pub mod revocation;
 pub mod secure_fs;
 pub mod service;
-pub mod tls;
 pub mod tpm;
 pub mod untrusted;

@@ -2,11 +2,34 @@
 //! watch the agent: the audit file (with the loaded config as its first
 //! record) and the metrics server.
 
+use actix_web::dev::ServerHandle;
+use thiserror::Error;
 use tokio::task::JoinHandle;
 
-use crate::agent::AgentError;
 use crate::config::Config;
-use actix_web::dev::ServerHandle;
+
+/// Why observing could not start.
+#[derive(Debug, Error)]
+pub enum ObserveError {
+    /// The audit file could not be opened.
+    #[error("audit_log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics server could not bind.
+    #[error("metrics server on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// The metrics server, while it runs.
 pub struct Observing {
@@ -16,10 +39,10 @@ pub struct Observing {
 impl Observing {
     /// Opens the audit file and records the loaded config, and starts the
     /// metrics server, as `config` asks (both front ends call this first).
-    pub fn start(config: &Config) -> Result<Self, AgentError> {
+    pub fn start(config: &Config) -> Result<Self, ObserveError> {
         let observe = &config.observe;
         if let Some(path) = &observe.audit_log {
-            crate::audit::open(path).map_err(|source| AgentError::Audit {
+            crate::audit::open(path).map_err(|source| ObserveError::Audit {
                 path: path.display().to_string(),
                 source,
             })?;
@@ -27,10 +50,11 @@ impl Observing {
         crate::audit::record(crate::audit::Event::ConfigLoaded, config_summary(config));
         let metrics = match observe.metrics_address {
             Some(addr) => {
-                let server = crate::metrics::serve(addr).map_err(|source| AgentError::Server {
-                    addr: addr.to_string(),
-                    source,
-                })?;
+                let server =
+                    crate::metrics::serve(addr).map_err(|source| ObserveError::Metrics {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
                 tracing::info!("serving metrics on http://{addr}/metrics");
                 let handle = server.handle();
                 Some((handle, tokio::spawn(server)))

@@ -17,24 +17,21 @@
 //! atomically (temporary file, fsync, rename) so that a crash never leaves
 //! a half-written key behind.
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, readlinkat, renameat, OFlag, AT_FDCWD};
-use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
+use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fchmod, fstat, mkdirat, Mode};
 use nix::unistd::{getegid, geteuid, unlinkat, Gid, Uid, UnlinkatFlags};
 
 /// The largest private file the agent reads (keys, certificates, the AK
 /// store and its own records are a few KiB).
 pub const MAX_PRIVATE_FILE: u64 = 1 << 20;
-/// Links followed while resolving one path, as the kernel allows.
-const MAX_LINKS: usize = 40;
 
 /// Who must own a file or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,71 +293,6 @@ pub fn read_secret(path: &Path) -> io::Result<(Vec<u8>, bool)> {
     Dir::open(parent)?.read_secret(name)
 }
 
-/// Reads a file the agent trusts but does not write (a CA certificate, a
-/// CRL): reached without following untrusted links, at most
-/// [`MAX_PRIVATE_FILE`] bytes, and refused unless root (or the agent's own
-/// user) owns it and its directory and nobody else may write either.
-pub fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
-    let (parent, name) = split(path)?;
-    let dir = Dir::open(parent)?;
-    let dir_stat = fstat(&dir.fd).map_err(|e| at(parent, e))?;
-    let fd = openat(
-        dir.fd(),
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    )
-    .map_err(|e| opened(path, e))?;
-    let stat = fstat(&fd).map_err(|e| at(path, e))?;
-    let me = geteuid().as_raw();
-    let trusted = |uid: u32| uid == 0 || uid == me;
-    let refuse = |why: String| {
-        io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{}: {why}; the agent trusts only files root owns in directories only root can change",
-                path.display()
-            ),
-        )
-    };
-    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
-        return Err(refuse("not a regular file".into()));
-    }
-    if !trusted(stat.st_uid) || stat.st_mode & 0o022 != 0 {
-        return Err(refuse(format!(
-            "owned by uid {} with mode {:o}",
-            stat.st_uid,
-            stat.st_mode & 0o7777
-        )));
-    }
-    if !trusted(dir_stat.st_uid) || dir_stat.st_mode & 0o022 != 0 && dir_stat.st_mode & 0o1000 == 0
-    {
-        return Err(refuse(format!(
-            "its directory is owned by uid {} with mode {:o}",
-            dir_stat.st_uid,
-            dir_stat.st_mode & 0o7777
-        )));
-    }
-    let mut bytes = Vec::new();
-    File::from(fd)
-        .take(MAX_PRIVATE_FILE + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_PRIVATE_FILE {
-        return Err(refuse(format!("larger than {MAX_PRIVATE_FILE} bytes")));
-    }
-    Ok(bytes)
-}
-
-/// What the agent does with a file another user owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Custody {
-    /// Root takes it back (a directory or a record an older release gave
-    /// away).
-    TakeBack,
-    /// Refused: a private key another user held is no longer private.
-    OwnOnly,
-}
-
 /// A path's parent (`.` for a bare name) and last component.
 fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
     let name = path.file_name().ok_or_else(|| {
@@ -374,212 +306,6 @@ fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     Ok((parent, name))
-}
-
-/// Checks that `fd` is a regular file with one link, and makes it
-/// `owner`'s (root takes back what another user owns).
-fn own_regular_file(
-    fd: &OwnedFd,
-    path: &Path,
-    owner: Owner,
-    custody: Custody,
-) -> io::Result<FileStat> {
-    let stat = fstat(fd).map_err(|e| at(path, e))?;
-    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: not a regular file", path.display()),
-        ));
-    }
-    if stat.st_nlink > 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{}: has {} hard links; the agent's files have one (remove the other names)",
-                path.display(),
-                stat.st_nlink
-            ),
-        ));
-    }
-    if custody == Custody::OwnOnly && stat.st_uid != owner.uid.as_raw() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{}: a private key owned by uid {}, not by the agent (uid {}): that user may have read or \
-                 replaced it; delete it so the agent makes a new one (the registrar and tenant then need \
-                 the agent registered again)",
-                path.display(),
-                stat.st_uid,
-                owner.uid
-            ),
-        ));
-    }
-    take_ownership(fd, &stat, path, owner)?;
-    Ok(stat)
-}
-
-/// Makes the object behind `fd` owned by `owner`: nothing to do when it
-/// is; root takes it over through the descriptor (with one WARN line);
-/// anyone else is refused.
-fn take_ownership(fd: &OwnedFd, stat: &FileStat, path: &Path, owner: Owner) -> io::Result<()> {
-    if stat.st_uid == owner.uid.as_raw() && stat.st_gid == owner.gid.as_raw() {
-        return Ok(());
-    }
-    if !geteuid().is_root() {
-        if stat.st_uid == owner.uid.as_raw() {
-            return Ok(());
-        }
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{}: owned by uid {}, not by the agent (uid {}); the agent uses only files it owns",
-                path.display(),
-                stat.st_uid,
-                owner.uid
-            ),
-        ));
-    }
-    set_owner(fd, owner, path)?;
-    if stat.st_uid != owner.uid.as_raw() {
-        tracing::warn!(
-            "{}: was owned by uid {}; taken back by the agent (now uid {}, gid {})",
-            path.display(),
-            stat.st_uid,
-            owner.uid,
-            owner.gid
-        );
-    }
-    Ok(())
-}
-
-/// `fchown` through any descriptor, `O_PATH` ones included.
-fn set_owner(fd: &OwnedFd, owner: Owner, path: &Path) -> io::Result<()> {
-    nix::unistd::fchownat(
-        fd,
-        "",
-        Some(owner.uid),
-        Some(owner.gid),
-        nix::fcntl::AtFlags::AT_EMPTY_PATH,
-    )
-    .map_err(|e| at(path, e))
-}
-
-/// Opens the directory `path`, walking it from `/` (or the working
-/// directory) one component at a time, following a link only when
-/// [`trusted_link`] says so; with `create`, missing components are made
-/// (mode 0700). Returns a descriptor open for reading.
-fn walk(path: &Path, create: bool) -> io::Result<OwnedFd> {
-    let mut pending = components(path);
-    let mut current = start(path)?;
-    let mut links = 0;
-    let mut walked = PathBuf::from(if path.is_absolute() { "/" } else { "." });
-    while let Some(name) = pending.pop_front() {
-        if name == ".." {
-            current = open_path(&current, OsStr::new(".."), &walked)?;
-            walked.pop();
-            continue;
-        }
-        let here = walked.join(&name);
-        let fd = match open_path(&current, &name, &here) {
-            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
-                match mkdirat(&current, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(at(&here, e)),
-                }
-                open_path(&current, &name, &here)?
-            }
-            other => other?,
-        };
-        let stat = fstat(&fd).map_err(|e| at(&here, e))?;
-        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
-            SFlag::S_IFDIR => {
-                current = fd;
-                walked = here;
-            }
-            SFlag::S_IFLNK => {
-                let parent = fstat(&current).map_err(|e| at(&walked, e))?;
-                if !trusted_link(&stat, &parent) {
-                    return Err(link_refused(&here));
-                }
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(at(&here, Errno::ELOOP));
-                }
-                let target = PathBuf::from(
-                    readlinkat(&current, name.as_os_str()).map_err(|e| at(&here, e))?,
-                );
-                let mut spliced = components(&target);
-                spliced.extend(pending);
-                pending = spliced;
-                if target.is_absolute() {
-                    current = start(&target)?;
-                    walked = PathBuf::from("/");
-                }
-            }
-            _ => return Err(at(&here, Errno::ENOTDIR)),
-        }
-    }
-    openat(
-        &current,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| at(path, e))
-}
-
-/// `/` for an absolute path, the working directory otherwise.
-fn start(path: &Path) -> io::Result<OwnedFd> {
-    let from = if path.is_absolute() { "/" } else { "." };
-    openat(
-        AT_FDCWD,
-        from,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| at(Path::new(from), e))
-}
-
-/// `name` in `dir` as an `O_PATH` descriptor, not following a link.
-fn open_path(dir: &OwnedFd, name: &OsStr, path: &Path) -> io::Result<OwnedFd> {
-    openat(
-        dir,
-        name,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| at(path, e))
-}
-
-/// The names to walk: normal components and `..`.
-fn components(path: &Path) -> VecDeque<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A link may be followed when root or the agent's user owns it and
-/// nobody else may replace it: its directory belongs to root or the agent
-/// and is not writable by others, or is sticky (as `/tmp` is).
-fn trusted_link(link: &FileStat, dir: &FileStat) -> bool {
-    let me = geteuid().as_raw();
-    let trusted = |uid: u32| uid == 0 || uid == me;
-    let sticky = dir.st_mode & 0o1000 != 0;
-    trusted(link.st_uid) && (sticky || (trusted(dir.st_uid) && dir.st_mode & 0o022 == 0))
-}
-
-fn link_refused(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!(
-            "{}: is a symlink that another user controls; the agent does not follow it (remove it)",
-            path.display()
-        ),
-    )
 }
 
 /// An open with `O_NOFOLLOW` that failed: `ELOOP` (or `ENOTDIR` when a
@@ -610,89 +336,12 @@ pub fn is_plain_name(name: &OsStr) -> bool {
     !bytes.is_empty() && bytes != b"." && bytes != b".." && !bytes.contains(&b'/')
 }
 
+mod custody;
+mod walk;
+
+pub use custody::read_trusted;
+use custody::{own_regular_file, set_owner, take_ownership, Custody};
+use walk::walk;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn mode(p: &Path) -> u32 {
-        fs::metadata(p).expect("metadata").permissions().mode() & 0o777
-    }
-
-    #[test]
-    fn private_files_and_dirs_have_tight_modes() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let file = tmp.path().join("a/b/key.pem");
-        write_private(&file, b"secret").expect("write");
-        assert_eq!(mode(&file), 0o600);
-        assert_eq!(mode(&tmp.path().join("a/b")), 0o700);
-        write_private(&file, b"again").expect("rewrite");
-        assert_eq!(fs::read(&file).expect("read"), b"again");
-        assert_eq!(
-            fs::read_dir(tmp.path().join("a/b")).expect("dir").count(),
-            1
-        );
-    }
-
-    #[test]
-    fn loose_files_are_tightened_on_read() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let file = tmp.path().join("k");
-        fs::write(&file, b"x").expect("write");
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let (bytes, fixed) = read_private(&file).expect("read");
-        assert_eq!((bytes.as_slice(), fixed), (&b"x"[..], true));
-        assert_eq!(mode(&file), 0o600);
-    }
-
-    #[test]
-    fn a_link_where_a_private_file_belongs_is_refused_and_its_target_untouched() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let victim = tmp.path().join("victim");
-        fs::write(&victim, b"precious").expect("victim");
-        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let state = tmp.path().join("state");
-        fs::create_dir(&state).expect("state");
-        std::os::unix::fs::symlink(&victim, state.join("key.pem")).expect("link");
-        let err = read_private(&state.join("key.pem")).expect_err("link read");
-        assert!(err.to_string().contains("symlink"), "{err}");
-        assert_eq!(mode(&victim), 0o644, "no chmod through the link");
-        // Writing replaces the link itself; the target keeps its bytes.
-        write_private(&state.join("key.pem"), b"new").expect("write");
-        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
-        assert!(!fs::symlink_metadata(state.join("key.pem"))
-            .expect("meta")
-            .file_type()
-            .is_symlink());
-        // A linked directory where the agent expects its own is refused.
-        let victim_dir = tmp.path().join("victim_dir");
-        fs::create_dir(&victim_dir).expect("victim dir");
-        std::os::unix::fs::symlink(&victim_dir, state.join("secure")).expect("dir link");
-        let err = ensure_private_dir(&state.join("secure")).expect_err("dir link");
-        assert!(err.to_string().contains("symlink"), "{err}");
-        assert_eq!(mode(&victim_dir), 0o755);
-    }
-
-    #[test]
-    fn hard_links_are_refused() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let file = tmp.path().join("k");
-        fs::write(&file, b"x").expect("write");
-        fs::hard_link(&file, tmp.path().join("other")).expect("link");
-        let err = read_private(&file).expect_err("hard link");
-        assert!(err.to_string().contains("hard links"), "{err}");
-    }
-
-    #[test]
-    fn trusted_links_on_the_way_are_followed() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let real = tmp.path().join("real");
-        fs::create_dir(&real).expect("real");
-        std::os::unix::fs::symlink(&real, tmp.path().join("alias")).expect("alias");
-        write_private(&tmp.path().join("alias/f"), b"ok").expect("through own link");
-        assert_eq!(fs::read(real.join("f")).expect("read"), b"ok");
-        assert!(is_plain_name(OsStr::new("a.json")));
-        assert!(!is_plain_name(OsStr::new("../a")));
-    }
-}
+mod tests;

@@ -59,8 +59,8 @@ async fn tenant_add_then_continuous_attestation_with_incremental_ima_until_a_pol
     lines.push(format!("ima_ml_path = {:?}", ima.display().to_string()));
     let file = write_config(dir.path(), &lines);
     let config = common::load_config(file, tpm.tcti());
-    let core = AgentCore::prepare(&config).await.expect("prepare");
-    let server = core.start_server(&config).expect("server");
+    let mut core = AgentCore::prepare(&config).await.expect("prepare");
+    let server = keylime_agent::pull::serve(&mut core, &config).expect("server");
     core.register().await.expect("register");
 
     tenant_add(&peers, id, config.port, Some(&policy));

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{ima_entries, wait_until, Agent, Peers, StateDir, Swtpm};
-use keylime_agent::agent::{AgentCore, FrontEnd};
+use keylime_agent::agent::AgentCore;
 
 /// A TPM with 5 IMA entries in PCR 10 and a policy allowing entries 0-7.
 fn tpm_with_ima(dir: &StateDir) -> Option<(Swtpm, PathBuf, PathBuf)> {
@@ -59,9 +59,7 @@ async fn push_attestation_passes_sends_ima_incrementally_and_fails_on_a_policy_v
     let file = common::write_config(dir.path(), &peers.push_agent_lines(dir.path(), id, &ima));
     let config = common::load_config(file, tpm.tcti());
     let settings = config.push_settings().expect("push settings");
-    let core = AgentCore::prepare_for(&config, FrontEnd::Push)
-        .await
-        .expect("prepare");
+    let core = AgentCore::prepare(&config).await.expect("prepare");
     core.register().await.expect("register");
     peers.tenant_add_push(id, &policy);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

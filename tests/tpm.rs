@@ -59,10 +59,7 @@ async fn rsa_ek_certificate_and_persisted_ak_nk_id_survive_a_restart() {
         2,
         "EK and AK"
     );
-    let (id, nk) = (
-        first.agent_id.clone(),
-        first.payload_key.public_pem().to_string(),
-    );
+    let (id, nk) = (first.agent_id.clone(), first.nk.public_pem().to_string());
     first.tpm.shutdown().await;
     assert_eq!(
         tpm.transient_handles(),
@@ -77,11 +74,7 @@ async fn rsa_ek_certificate_and_persisted_ak_nk_id_survive_a_restart() {
     );
     assert_eq!(second.tpm.keys().ak_public, keys.ak_public);
     assert_eq!(second.tpm.keys().ek_public, keys.ek_public);
-    assert_eq!(
-        second.payload_key.public_pem(),
-        nk,
-        "NK PEM stable byte for byte"
-    );
+    assert_eq!(second.nk.public_pem(), nk, "NK PEM stable byte for byte");
     assert_eq!(second.agent_id, id, "generated id persisted");
     second.tpm.shutdown().await;
     assert_eq!(tpm.transient_handles(), Vec::<u32>::new());

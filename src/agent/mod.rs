@@ -1,12 +1,13 @@
-//! The composition root: builds every component from the [`Config`], in
-//! order, into the one [`AgentCore`] both front ends run on (the TPM owner,
-//! the identity, the registration, quote production, payloads and
-//! revocation), and registers it. The pull front end is [`run`]; the
-//! push front end is [`crate::push`].
+//! The core both front ends run on, built from the [`Config`] in order:
+//! the state directory, the TPM owner, the identity (agent id, NK), the
+//! registrar client and registration, quote production, and the switch to
+//! `run_as`. [`lifecycle`] is the one start-up and shutdown sequence each
+//! front end ([`crate::pull`], [`crate::push`]) plugs its own part into.
+//! Nothing here knows a transport.
 
-mod pull;
+pub mod lifecycle;
 
-pub use pull::{run, BoundServer, RunningServer};
+pub use lifecycle::{run, FrontEnd};
 
 use thiserror::Error;
 
@@ -14,14 +15,11 @@ use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
 use crate::http_client::ServerTrust;
-use crate::identity::{AgentId, IdentityError, MtlsIdentity, PayloadKey};
-use crate::payload::{secure_dir, PayloadService};
+use crate::identity::{AgentId, IdentityError, PayloadKey};
 use crate::peer_compat;
 use crate::privileges::{self, Identity, PrivilegeError};
 use crate::registrar::{RegistrarClient, RegistrarEndpoint, RegistrarError, Registration};
-use crate::revocation::Revocation;
 use crate::secure_fs;
-use crate::tls::TlsError;
 use crate::tpm::{Tpm, TpmConfig, TpmError};
 
 /// Why the agent stopped before or instead of serving.
@@ -45,30 +43,12 @@ pub enum AgentError {
     /// Registration failed for good.
     #[error(transparent)]
     Registrar(#[from] RegistrarError),
-    /// The TLS configuration was refused.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The secure directory could not be prepared.
-    #[error("secure directory {path}: {source}")]
-    SecureDir {
-        /// The directory.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// Switching to `run_as` failed.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
-    /// The audit file could not be opened.
-    #[error("audit_log {path}: {source}")]
-    Audit {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The audit file or the metrics server could not start.
+    #[error(transparent)]
+    Observe(#[from] crate::observing::ObserveError),
     /// A set-up task running beside the TPM's did not finish.
     #[error("{what}: the task failed: {reason}")]
     SetUpTask {
@@ -77,24 +57,6 @@ pub enum AgentError {
         /// Why it stopped.
         reason: String,
     },
-    /// The API server could not bind or run.
-    #[error("API server on {addr}: {source}")]
-    Server {
-        /// The address.
-        addr: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Which front end the agent core is set up for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrontEnd {
-    /// The mTLS API the verifier polls (`keylime_agent`).
-    Pull,
-    /// The worker that sends evidence to the verifier (`keylime_push_model_agent`).
-    Push,
 }
 
 /// Everything the agent is, once set up: TPM, id, keys, registrar client.
@@ -105,41 +67,21 @@ pub struct AgentCore {
     /// The resolved agent id.
     pub agent_id: AgentId,
     /// The NK.
-    pub payload_key: PayloadKey,
-    /// The mTLS identity, `None` when mTLS is off.
-    pub mtls: Option<MtlsIdentity>,
+    pub nk: PayloadKey,
     /// The registrar client.
     pub registrar: RegistrarClient,
     /// What is registered.
     pub registration: Registration,
     /// Quote production.
     pub attestation: Attestation,
-    /// The key exchange and payloads.
-    pub payload: PayloadService,
-    /// Revocation notifications.
-    pub revocation: Revocation,
     /// The account `run_as` names, when the agent will switch to it.
     pub run_as: Option<Identity>,
-    /// The secure directory as prepared (pull only).
-    pub secure: Option<secure_dir::Prepared>,
-}
-
-/// The state directory as laid out at start.
-struct StateLayout {
-    /// `run_as`, when the agent runs as root and will switch to it.
-    run_as: Option<Identity>,
-    /// The secure directory, once prepared (pull only).
-    secure: Option<secure_dir::Prepared>,
 }
 
 /// Lays out `keylime_dir`: root's (or the agent user's), 0700, or 0710
-/// with `run_as`'s group so that it can reach the two directories it owns
-/// (the secure directory and `revocation/`). Nothing else is given away.
-fn lay_out_state(config: &Config) -> Result<StateLayout, AgentError> {
-    let state_error = |source| AgentError::StateDir {
-        path: config.keylime_dir.display().to_string(),
-        source,
-    };
+/// with `run_as`'s group so that it can reach the directories a front end
+/// gives it. Returns `run_as` when the agent will switch to it.
+fn lay_out_state(config: &Config) -> Result<Option<Identity>, AgentError> {
     let run_as = match &config.run_as {
         Some(run_as) if privileges::will_switch() => Some(privileges::resolve(run_as)?),
         _ => None,
@@ -155,35 +97,20 @@ fn lay_out_state(config: &Config) -> Result<StateLayout, AgentError> {
         ),
         None => (0o700, me),
     };
-    let state = secure_fs::Dir::ensure(&config.keylime_dir, mode, owner).map_err(state_error)?;
-    let writer = run_as.as_ref().map_or(me, Identity::owner);
-    // `<keylime_dir>/revocation` (`config.revocation.state_dir`): what
-    // revocation keeps across restarts, written after the switch.
-    state
-        .subdir(std::ffi::OsStr::new("revocation"), 0o700, writer)
-        .map_err(state_error)?;
-    Ok(StateLayout {
-        run_as,
-        secure: None,
-    })
+    secure_fs::Dir::ensure(&config.keylime_dir, mode, owner).map_err(|source| {
+        AgentError::StateDir {
+            path: config.keylime_dir.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(run_as)
 }
 
 impl AgentCore {
     /// Prepares the state directory, starts the TPM owner and resolves the
-    /// identity, for the pull API. On failure after the TPM started, the
-    /// TPM is shut down.
+    /// identity. On failure after the TPM started, the TPM is shut down.
     pub async fn prepare(config: &Config) -> Result<Self, AgentError> {
-        Self::prepare_for(config, FrontEnd::Pull).await
-    }
-
-    /// As [`Self::prepare`], for `front`: the push worker needs no mTLS
-    /// certificate and no secure payload directory.
-    pub async fn prepare_for(config: &Config, front: FrontEnd) -> Result<Self, AgentError> {
-        for lowered in config.lowered_protection(front == FrontEnd::Pull, privileges::will_switch())
-        {
-            tracing::warn!("{} ({}: {})", lowered.what, lowered.key, lowered.fix);
-        }
-        let layout = lay_out_state(config)?;
+        let run_as = lay_out_state(config)?;
         // The NK (an RSA 2048 key, generated on the first start) does not
         // depend on the TPM: it is made while the TPM creates the EK and AK.
         let nk = {
@@ -201,10 +128,10 @@ impl AgentCore {
         };
         crate::service::status("opening the TPM");
         let tpm = Tpm::start(tpm_config(config)).await;
-        let payload_key = joined(nk, "generating the NK").await;
+        let nk = joined(nk, "generating the NK").await;
         let registrar = joined(registrar, "building the registrar client").await;
         let tpm = tpm?;
-        let (payload_key, registrar) = match (payload_key, registrar) {
+        let (nk, registrar) = match (nk, registrar) {
             (Ok(key), Ok(client)) => (key, client),
             (Err(e), _) | (_, Err(e)) => {
                 tpm.shutdown().await;
@@ -214,22 +141,7 @@ impl AgentCore {
         if let Some(interval) = crate::service::watchdog_interval() {
             tpm.keep_alive_from_owner(interval, crate::service::watchdog_ping);
         }
-        let secure = &config.payload.secure_dir;
-        let mut layout = layout;
-        if front == FrontEnd::Pull {
-            let writer = layout.run_as.as_ref().map(Identity::owner);
-            match secure_dir::prepare(secure, &config.payload.secure_size, writer) {
-                Ok(prepared) => layout.secure = Some(prepared),
-                Err(source) => {
-                    tpm.shutdown().await;
-                    return Err(AgentError::SecureDir {
-                        path: secure.display().to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        match Self::with_tpm(config, tpm.clone(), payload_key, registrar, front, layout) {
+        match Self::with_tpm(config, tpm.clone(), nk, registrar, run_as) {
             Ok(core) => Ok(core),
             Err(e) => {
                 tpm.shutdown().await;
@@ -241,41 +153,22 @@ impl AgentCore {
     fn with_tpm(
         config: &Config,
         tpm: Tpm,
-        payload_key: PayloadKey,
+        nk: PayloadKey,
         registrar: RegistrarClient,
-        front: FrontEnd,
-        layout: StateLayout,
+        run_as: Option<Identity>,
     ) -> Result<Self, AgentError> {
         let agent_id = config
             .agent_id
             .resolve(&config.keylime_dir, &tpm.keys().ek_public_pem)?;
-        let mtls = if front == FrontEnd::Push {
-            None
-        } else if config.enable_agent_mtls {
-            Some(MtlsIdentity::load_or_create(
-                &config.server_key,
-                &config.server_key_password,
-                &config.server_cert,
-                agent_id.as_str(),
-                &config.contact_ip,
-            )?)
-        } else {
-            tracing::warn!(
-                "enable_agent_mtls = false: the API is served over plain HTTP without client authentication; \
-                 anyone who can reach port {} can ask for quotes",
-                config.port
-            );
-            None
-        };
         let registration = Registration {
             agent_id: agent_id.to_string(),
-            mtls_cert_pem: mtls.as_ref().map(MtlsIdentity::cert_pem).transpose()?,
+            mtls_cert_pem: None,
             contact_ip: config.contact_ip.clone(),
             contact_port: config.contact_port,
         };
         let attestation = Attestation::new(
             tpm.clone(),
-            payload_key.public_pem(),
+            nk.public_pem(),
             (
                 config.tpm_hash_alg,
                 config.tpm_encryption_alg,
@@ -291,35 +184,23 @@ impl AgentCore {
             what: "hashing the NK".into(),
             source,
         })?;
-        if front == FrontEnd::Pull && mtls.is_none() && !config.payload.enable_insecure_payload {
-            tracing::warn!(
-                "mTLS is off and enable_insecure_payload = false: payloads will be refused"
-            );
-        }
-        let payload = PayloadService::new(
-            agent_id.as_str(),
-            payload_key.private_key().clone(),
-            config.payload.clone(),
-            mtls.is_some(),
-        );
-        let revocation = Revocation::new(
-            config.revocation.clone(),
-            crate::payload::unzipped_dir(&config.payload),
-            config.payload.secure_dir.clone(),
-        );
         Ok(Self {
             tpm,
             agent_id,
-            payload_key,
-            mtls,
+            nk,
             registrar,
             registration,
             attestation,
-            payload,
-            revocation,
-            run_as: layout.run_as,
-            secure: layout.secure,
+            run_as,
         })
+    }
+
+    /// Logs the settings of `config` that lower protection for a front end
+    /// that runs payloads (`runs_payloads`) or not.
+    pub fn warn_lowered_protection(config: &Config, runs_payloads: bool) {
+        for lowered in config.lowered_protection(runs_payloads, privileges::will_switch()) {
+            tracing::warn!("{} ({}: {})", lowered.what, lowered.key, lowered.fix);
+        }
     }
 
     /// Switches to `run_as`, when set and the agent runs as root: called

@@ -4,16 +4,16 @@
 
 use std::process::ExitCode;
 
-use keylime_agent::agent::FrontEnd;
 use keylime_agent::cli::{self, Args, Command};
+use keylime_agent::config::Mode;
 
 fn main() -> ExitCode {
     let args = Args::parse_with_about(
         "A Keylime-compatible TPM 2.0 agent that attests itself to the verifier (push model); it opens no port.",
     );
     match args.command {
-        Some(Command::Check { json }) => return cli::check(args.config, FrontEnd::Push, json),
-        Some(Command::Info { json }) => return cli::info(args.config, FrontEnd::Push, json),
+        Some(Command::Check { json }) => return cli::check(args.config, Mode::Push, json),
+        Some(Command::Info { json }) => return cli::info(args.config, Mode::Push, json),
         None => {}
     }
     cli::run(

@@ -9,23 +9,27 @@ use std::time::Duration;
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 
-use crate::agent::{registrar_endpoint, tpm_config, FrontEnd};
+use crate::agent::registrar_endpoint;
+use crate::config::Mode;
 use crate::config::{Config, ConfigError, Loaded};
+use crate::crypto::name_text;
 use crate::evidence::tcg::{bank_name, EventLog};
 use crate::http_client::{self, ServerTrust};
-use crate::payload::secure_dir;
+use crate::pull::payload::secure_dir;
 use crate::registrar::RegistrarClient;
-use crate::tpm::{self, ProbeError, StoredAkState, TpmProbe};
 
 mod report;
+mod tpm_items;
+
 pub use report::{Finding, Report, Status};
+use tpm_items::tpm_findings;
 
 /// How long the TPM and each peer get to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// Checks everything the agent for `front` needs, from `loaded` (the
+/// Checks everything the agent for `mode` needs, from `loaded` (the
 /// config, or why it did not load).
-pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: FrontEnd) -> Report {
+pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], mode: Mode) -> Report {
     let mut report = Report::default();
     let out = &mut report.findings;
     let loaded = match loaded {
@@ -55,8 +59,8 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
     let config = loaded.config;
     tpm_findings(&config, out);
     out.push(registrar(&config).await);
-    match front {
-        FrontEnd::Pull => {
+    match mode {
+        Mode::Pull => {
             if config.enable_agent_mtls {
                 out.push(client_ca(&config.trusted_client_ca));
             } else {
@@ -68,7 +72,7 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
             }
             out.push(secure_directory(&config));
         }
-        FrontEnd::Push => out.push(verifier(&config).await),
+        Mode::Push => out.push(verifier(&config).await),
     }
     out.push(log_file(
         "ima_log",
@@ -77,7 +81,7 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
     ));
     out.push(uefi_log(&config));
     let root = nix::unistd::geteuid().is_root();
-    let lowered = config.lowered_protection(front == FrontEnd::Pull, root);
+    let lowered = config.lowered_protection(mode == Mode::Pull, root);
     // An empty run_as that lowers protection is the run_as finding itself.
     if !lowered.iter().any(|l| l.key == "run_as") {
         out.push(run_as(&config));
@@ -86,125 +90,6 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], front: F
         out.push(Finding::warn(lowered.key, lowered.what, lowered.fix));
     }
     report
-}
-
-/// `tpm`, `ek_certificate` and `ak`, from one read-only probe.
-fn tpm_findings(config: &Config, out: &mut Vec<Finding>) {
-    let tcti = config.tcti.clone();
-    let tpm_fix =
-        "check the tcti key (or the TCTI variable) and that the TPM, tpm2-abrmd or swtpm is there";
-    let probe: TpmProbe = match tpm::probe_within(tpm_config(config), ANSWER_WITHIN) {
-        Ok(probe) => probe,
-        Err(ProbeError::NotStarted) => {
-            out.push(Finding::warn(
-                "tpm",
-                format!("{tcti}: the TPM answers but was reset and not started"),
-                "nothing to do: the agent sends TPM2_Startup(CLEAR) at start",
-            ));
-            return;
-        }
-        Err(ProbeError::Tpm(e)) => {
-            out.push(Finding::fail("tpm", format!("{tcti}: {e}"), tpm_fix));
-            return;
-        }
-        Err(ProbeError::NoAnswer(within)) => {
-            out.push(Finding::fail(
-                "tpm",
-                format!(
-                    "{tcti}: no answer within {} s (is another process holding the TPM, e.g. a running agent on swtpm?)",
-                    within.as_secs()
-                ),
-                tpm_fix,
-            ));
-            return;
-        }
-    };
-    out.push(Finding::ok(
-        "tpm",
-        format!(
-            "{tcti}: manufacturer {:?} ({}), firmware {}, PCR banks {}{}",
-            probe.manufacturer.trim(),
-            probe.vendor.trim(),
-            probe.firmware,
-            probe.pcr_banks.join(", "),
-            if probe.resource_manager {
-                ", through a resource manager"
-            } else {
-                ", no resource manager"
-            }
-        ),
-    ));
-    out.push(ek_certificate(&probe));
-    let store = config.agent_data_path.display();
-    out.push(match probe.ak {
-        StoredAkState::Loads => Finding::ok("ak", format!("the persisted AK in {store} loads")),
-        StoredAkState::Missing => Finding::ok(
-            "ak",
-            format!("no AK persisted in {store} yet: the agent creates one at its first start"),
-        ),
-        StoredAkState::Foreign => Finding::warn(
-            "ak",
-            format!("the AK in {store} was made for another EK or other algorithms"),
-            "the agent makes a new AK; a registrar that knows this id refuses it until the agent is deleted there",
-        ),
-        StoredAkState::DoesNotLoad(e) => Finding::warn(
-            "ak",
-            format!("the AK in {store} no longer loads: {e}"),
-            "the agent makes a new AK; a registrar that knows this id refuses it until the agent is deleted there",
-        ),
-    });
-}
-
-fn ek_certificate(probe: &TpmProbe) -> Finding {
-    let index = probe.ek_cert_index;
-    let Some(pem) = &probe.ek_cert_pem else {
-        return Finding::warn(
-            "ek_certificate",
-            format!("no EK certificate in NV index {index:#010x}"),
-            "tenants with require_ek_cert = True refuse this agent; provision the certificate (swtpm_setup --create-ek-cert) or accept agents without one",
-        );
-    };
-    match X509::from_pem(pem.as_bytes()) {
-        Ok(cert) => {
-            let issuer = name_text(cert.issuer_name());
-            let expired = Asn1Time::days_from_now(0)
-                .map(|now| cert.not_after() < now)
-                .unwrap_or(false);
-            let detail = format!(
-                "NV {index:#010x}: issued by {issuer}, valid until {}",
-                cert.not_after()
-            );
-            if expired {
-                Finding::warn(
-                    "ek_certificate",
-                    format!("{detail} (expired)"),
-                    "tenants that check validity refuse it; ask the TPM vendor for a current certificate",
-                )
-            } else {
-                Finding::ok("ek_certificate", detail)
-            }
-        }
-        Err(e) => Finding::fail(
-            "ek_certificate",
-            format!("NV {index:#010x}: {e}"),
-            "the NV index does not hold a certificate",
-        ),
-    }
-}
-
-/// A certificate name as `CN=…, O=…`.
-pub(crate) fn name_text(name: &openssl::x509::X509NameRef) -> String {
-    let parts: Vec<String> = name
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap_or("?"),
-                String::from_utf8_lossy(e.data().as_slice())
-            )
-        })
-        .collect();
-    parts.join(", ")
 }
 
 async fn registrar(config: &Config) -> Finding {

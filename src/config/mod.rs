@@ -134,6 +134,16 @@ fn system_files() -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// Which agent a binary is: Keylime's two attestation modes. `check` and
+/// `info` look at what that agent needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `keylime_agent`: the mTLS API the verifier polls.
+    Pull,
+    /// `keylime_push_model_agent`: evidence sent to the verifier.
+    Push,
+}
+
 /// The typed agent configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

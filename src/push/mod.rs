@@ -20,7 +20,6 @@ use thiserror::Error;
 use crate::agent::{AgentCore, AgentError, FrontEnd};
 use crate::config::{Config, PushSettings};
 use crate::http_client::{ClientError, ServerTrust};
-use crate::observing::Observing;
 use verifier::VerifierClient;
 use worker::{Worker, WorkerSetup};
 
@@ -38,6 +37,45 @@ pub enum PushError {
     BootTime(#[source] std::io::Error),
 }
 
+/// The push front end, as the lifecycle drives it: the verifier's client
+/// is made while the agent may still read root's files; the worker runs
+/// once the agent is registered.
+pub struct PushAgent {
+    settings: PushSettings,
+    boot_time: u64,
+    worker: Option<Worker>,
+}
+
+impl FrontEnd for PushAgent {
+    type Error = PushError;
+
+    fn open(&mut self, core: &mut AgentCore, config: &Config) -> Result<(), PushError> {
+        AgentCore::warn_lowered_protection(config, false);
+        let client = verifier_client(core, &self.settings)?;
+        self.worker = Some(worker_for(
+            core,
+            config,
+            &self.settings,
+            self.boot_time,
+            client,
+        ));
+        Ok(())
+    }
+
+    async fn work(&mut self, core: &AgentCore) -> Result<(), PushError> {
+        crate::service::ready(&format!(
+            "registered as {}; attesting to the verifier {}",
+            core.agent_id, self.settings.verifier_url
+        ));
+        if let Some(worker) = &mut self.worker {
+            worker.run().await;
+        }
+        Ok(())
+    }
+
+    async fn stop(self, _config: &Config) {}
+}
+
 /// Runs the push agent: set-up, registration, then attestation cycles
 /// until `shutdown`, which stops whichever of them is running.
 pub async fn run(
@@ -47,35 +85,17 @@ pub async fn run(
 ) -> Result<(), PushError> {
     let boot_time =
         crate::evidence::boot_time(Path::new("/proc/stat")).map_err(PushError::BootTime)?;
-    let observing = Observing::start(&config)?;
-    let core = match AgentCore::prepare_for(&config, FrontEnd::Push).await {
-        Ok(core) => core,
-        Err(e) => {
-            observing.stop().await;
-            return Err(e.into());
-        }
+    let front = PushAgent {
+        settings,
+        boot_time,
+        worker: None,
     };
-    // The IMA log's descriptor and the verifier's CA are taken while the
-    // agent may still read root's files; then `run_as`, as in pull mode.
-    if core.run_as.is_some() {
-        core.attestation.hold_logs().await;
-    }
-    let outcome = match verifier_client(&core, &settings).and_then(|client| {
-        core.drop_privileges()?;
-        Ok(client)
-    }) {
-        Ok(client) => attest_with(&core, &config, &settings, boot_time, client, shutdown).await,
-        Err(e) => Err(e),
-    };
-    crate::service::stopping();
-    observing.stop().await;
-    core.tpm.shutdown().await;
-    tracing::info!("agent {} stopped", core.agent_id);
-    outcome
+    crate::agent::run(&config, front, shutdown).await
 }
 
-/// Registration, then attestation cycles until `shutdown`, for a core
-/// already prepared (for [`FrontEnd::Push`]); the TPM stays up afterwards.
+/// Registration, then attestation cycles until `shutdown`, for a core the
+/// caller prepared (tests drive the steps themselves); the TPM stays up
+/// afterwards.
 pub async fn attest(
     core: &AgentCore,
     config: &Config,
@@ -84,7 +104,20 @@ pub async fn attest(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PushError> {
     let client = verifier_client(core, settings)?;
-    attest_with(core, config, settings, boot_time, client, shutdown).await
+    let mut worker = worker_for(core, config, settings, boot_time, client);
+    let work = async {
+        core.register().await?;
+        crate::service::ready(&format!(
+            "registered as {}; attesting to the verifier {}",
+            core.agent_id, settings.verifier_url
+        ));
+        worker.run().await;
+        Ok(())
+    };
+    tokio::select! {
+        outcome = work => outcome,
+        () = shutdown => Ok(()),
+    }
 }
 
 /// The verifier's client: its CA file is read here.
@@ -99,15 +132,15 @@ fn verifier_client(core: &AgentCore, settings: &PushSettings) -> Result<Verifier
     )?)
 }
 
-async fn attest_with(
+/// The cycle loop over the core, logging the agent's ready line.
+fn worker_for(
     core: &AgentCore,
     config: &Config,
     settings: &PushSettings,
     boot_time: u64,
     client: VerifierClient,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), PushError> {
-    let mut worker = Worker::new(WorkerSetup {
+) -> Worker {
+    let worker = Worker::new(WorkerSetup {
         client,
         attestation: core.attestation.clone(),
         tpm: core.tpm.clone(),
@@ -126,17 +159,5 @@ async fn attest_with(
             "new"
         }
     );
-    let work = async {
-        core.register().await?;
-        crate::service::ready(&format!(
-            "registered as {}; attesting to the verifier {}",
-            core.agent_id, settings.verifier_url
-        ));
-        worker.run().await;
-        Ok(())
-    };
-    tokio::select! {
-        outcome = work => outcome,
-        () = shutdown => Ok(()),
-    }
+    worker
 }

@@ -6,6 +6,7 @@
 //! async worker. Every transient object and session a transaction creates
 //! is flushed before the transaction returns, on success and on error.
 
+mod context;
 mod credential;
 mod keys;
 mod owner;
@@ -14,9 +15,10 @@ mod probe;
 mod public;
 mod quote;
 
+pub use context::{allocated_banks, bank_names};
 pub use credential::{parse_credential_blob, CredentialBlob, ACTIVATE_CREDENTIAL_OP};
 pub use keys::StoredAkState;
-pub use probe::{allocated_banks, probe, probe_within, ProbeError, TpmProbe};
+pub use probe::{probe, probe_within, ProbeError, TpmProbe};
 pub use public::{public_key_pem, tpm2b_public};
 pub use quote::{read_pcr_data, QuoteParts, QuoteRequest, DATA_PCR};
 

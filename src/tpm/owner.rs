@@ -12,6 +12,7 @@ use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
 use zeroize::Zeroizing;
 
+use super::context::{has_resource_manager, release_ek, TRANSIENT_FIRST};
 use super::keys::{self, EkOrigin};
 use super::quote::{self, QuoteParts, QuoteRequest};
 use super::{credential, public, CredentialBlob, Job, TpmConfig, TpmError, TpmErrorKind, TpmKeys};
@@ -19,8 +20,6 @@ use crate::algorithms::HashAlg;
 use tss_esapi::constants::StartupType;
 use tss_esapi::handles::TpmHandle;
 
-/// First handle of the transient object range.
-pub(super) const TRANSIENT_FIRST: u32 = 0x8000_0000;
 /// First handle of the loaded (HMAC) session range.
 const LOADED_SESSION_FIRST: u32 = 0x0200_0000;
 /// First handle of the saved (policy) session range.
@@ -214,12 +213,12 @@ impl Live {
             TctiNameConf::from_str(&config.tcti).map_err(TpmError::tss("parsing the TCTI"))?;
         let mut ctx = Context::new(tcti).map_err(TpmError::tss("opening the TPM"))?;
         start_up_if_needed(&mut ctx)?;
-        let banks = super::probe::allocated_banks(&mut ctx)?;
+        let banks = super::context::allocated_banks(&mut ctx)?;
         if !banks.contains(&config.hash_alg.to_tpm()) {
             return Err(TpmError::Invalid(format!(
                 "tpm_hash_alg = {}: the TPM has no allocated {0} PCR bank (it has {}); set tpm_hash_alg to one of those",
                 config.hash_alg,
-                super::probe::bank_names(&banks).join(", ")
+                super::context::bank_names(&banks).join(", ")
             )));
         }
         if !has_resource_manager(&config.tcti) {
@@ -294,22 +293,6 @@ fn finish_open(
             ak_handle: u32::from(ObjectHandle::from(ak)),
         },
     ))
-}
-
-pub(super) fn release_ek(ctx: &mut Context, ek: KeyHandle, origin: EkOrigin) {
-    let result = match origin {
-        EkOrigin::Created => ctx.flush_context(ek.into()),
-        EkOrigin::Persistent => ctx.tr_close(&mut ek.into()),
-    };
-    if let Err(e) = result {
-        tracing::warn!("releasing the EK at stop: {e}");
-    }
-}
-
-/// Whether the TCTI goes through a resource manager, which flushes a
-/// client's objects when it disconnects (the kernel's `/dev/tpmrm0`, tabrmd).
-pub(super) fn has_resource_manager(tcti: &str) -> bool {
-    tcti.contains("tpmrm") || tcti.starts_with("tabrmd")
 }
 
 /// Sends TPM2_Startup(CLEAR) to a TPM that was reset and not started.

@@ -5,15 +5,16 @@
 
 use std::str::FromStr;
 
-use tss_esapi::constants::{CapabilityType, PropertyTag};
+use tss_esapi::constants::PropertyTag;
 use tss_esapi::handles::ObjectHandle;
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::structures::{Auth, CapabilityData};
+use tss_esapi::structures::Auth;
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
 
+use super::context::{
+    allocated_banks, bank_names, has_resource_manager, release_ek, TRANSIENT_FIRST,
+};
 use super::keys::{self, StoredAkState};
-use super::owner::{has_resource_manager, release_ek, TRANSIENT_FIRST};
 use super::{public, TpmConfig, TpmError, TpmErrorKind};
 
 /// What the probe found.
@@ -143,29 +144,5 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         ek_cert_index,
         ek_public_pem,
         ak,
-    })
-}
-
-/// The banks' names as configs spell them (`sha256`).
-pub fn bank_names(banks: &[HashingAlgorithm]) -> Vec<String> {
-    banks
-        .iter()
-        .map(|bank| format!("{bank:?}").to_lowercase())
-        .collect()
-}
-
-/// The PCR banks with at least one PCR allocated.
-pub fn allocated_banks(ctx: &mut Context) -> Result<Vec<HashingAlgorithm>, TpmError> {
-    let (data, _) = ctx
-        .get_capability(CapabilityType::AssignedPcr, 0, 8)
-        .map_err(TpmError::tss("GetCapability(PCRs)"))?;
-    Ok(match data {
-        CapabilityData::AssignedPcr(list) => list
-            .get_selections()
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| s.hashing_algorithm())
-            .collect(),
-        _ => Vec::new(),
     })
 }

@@ -15,7 +15,6 @@ use super::body::{REVOCATION_LIMIT, VKEY_LIMIT};
 use super::error::{success, ApiError};
 use super::params::Query;
 use super::{ApiState, ServedVersion};
-use crate::revocation::Verdict;
 
 #[derive(Deserialize)]
 struct UKey {
@@ -99,25 +98,16 @@ pub async fn revocation(
         .await?
         .json()?;
     let revocation = state.revocation.clone();
-    let verdict = state
-        .key_work
-        .run(move || {
-            revocation
-                .handle(&n.msg, n.signature.as_deref().unwrap_or(""))
-                .map_err(|e| ApiError::BadBody(e.0))
-        })
-        .await?;
-    let status = match verdict {
-        Verdict::Verified(_) => "Success",
-        Verdict::Unsigned => "Notification not signed; no action taken",
-        Verdict::NoCertificate => "No revocation certificate; no action taken",
-        Verdict::BadSignature => "Invalid signature; no action taken",
-        Verdict::Replayed => "Already acted on (a replay); no action taken",
-        Verdict::Stale => "Older than the newest notification acted on; no action taken",
+    let handled = move || {
+        let signature = n.signature.as_deref().unwrap_or("");
+        revocation
+            .handle(&n.msg, signature)
+            .map_err(|e| ApiError::BadBody(e.0))
     };
+    let verdict = state.key_work.run(handled).await?;
     Ok(super::error::envelope(
         actix_web::http::StatusCode::OK,
-        status,
+        verdict.status_text(),
         json!({}),
     ))
 }

@@ -39,13 +39,8 @@ pub async fn integrity(
     version: ServedVersion,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = Query::parse(req.query_string())?;
-    let (nonce, mask, partial, entry) = (
-        query.nonce()?,
-        query.mask()?,
-        query.partial()?,
-        query.ima_ml_entry()?,
-    );
+    let q = Query::parse(req.query_string())?;
+    let (nonce, mask, partial, entry) = (q.nonce()?, q.mask()?, q.partial()?, q.ima_ml_entry()?);
     let evidence = state
         .attestation
         .integrity_quote(&nonce, mask, partial, entry)

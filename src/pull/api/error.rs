@@ -66,7 +66,7 @@ pub enum ApiError {
     LengthRequired,
     /// A key half or `keys/verify` request refused.
     #[error(transparent)]
-    Key(#[from] crate::payload::KeyError),
+    Key(#[from] crate::pull::payload::KeyError),
     /// Attestation failed on the agent's side.
     #[error("Attestation failed on the agent")]
     Attestation(#[from] AttestationError),

@@ -49,9 +49,9 @@ pub struct ApiState {
     /// `agent/info` content.
     pub info: AgentInfo,
     /// The key exchange and payloads.
-    pub payload: crate::payload::PayloadService,
+    pub payload: crate::pull::payload::PayloadService,
     /// Revocation notifications.
-    pub revocation: crate::revocation::Revocation,
+    pub revocation: crate::pull::revocation::Revocation,
     /// Request body limits.
     pub limits: BodyLimits,
     /// Key-half and notification crypto: one at a time, at a bounded rate.

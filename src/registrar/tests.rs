@@ -1,0 +1,53 @@
+//! Unit tests of `registrar`.
+
+use super::*;
+
+fn v(minor: u8) -> ApiVersion {
+    ApiVersion::new(2, minor)
+}
+
+#[test]
+fn picks_the_highest_common_version_of_each_release() {
+    let all = KNOWN_VERSIONS;
+    // 7.14.3: current 2.6, and 3.0 (push) in the list.
+    let r714 = json!({"results": {"current_version": "2.6",
+        "supported_versions": ["1.0", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "3.0"]}});
+    assert_eq!(choose_version(&r714, all).expect("7.14"), v(6));
+    // 7.13.1 and 7.12.2 answer without an envelope in some releases.
+    let r713 = json!({"current_version": "2.4", "supported_versions": ["1.0", "2.0", "2.1", "2.2", "2.3", "2.4"]});
+    assert_eq!(choose_version(&r713, all).expect("7.13"), v(4));
+    let r712 = json!({"results": {"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]}});
+    assert_eq!(choose_version(&r712, all).expect("7.12"), v(3));
+    // A limit below the registrar's newest.
+    assert_eq!(choose_version(&r714, &[v(1), v(2)]).expect("limited"), v(2));
+}
+
+#[test]
+fn only_a_refused_activation_asks_for_a_fresh_challenge() {
+    let tss = |op| {
+        RegistrarError::Tpm(TpmError::Tss {
+            op,
+            source: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InternalError),
+        })
+    };
+    assert!(tss(tpm::ACTIVATE_CREDENTIAL_OP).is_rejected_challenge());
+    assert!(!tss("reading the EK public area").is_rejected_challenge());
+    assert!(!RegistrarError::IdentityConflict {
+        agent_id: "x".into()
+    }
+    .is_rejected_challenge());
+}
+
+#[test]
+fn no_common_version_names_the_key() {
+    let r712 =
+        json!({"current_version": "2.3", "supported_versions": ["2.0", "2.1", "2.2", "2.3"]});
+    let err = choose_version(&r712, &[v(5), v(6)]).expect_err("none in common");
+    let text = err.to_string();
+    assert!(
+        text.contains("registrar_api_versions allows 2.5, 2.6"),
+        "{text}"
+    );
+    assert!(text.contains("offers API 2.0, 2.1, 2.2, 2.3"), "{text}");
+    assert!(!err.is_retryable());
+}

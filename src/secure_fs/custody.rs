@@ -1,0 +1,172 @@
+//! Who may own what the agent opens: its own files are taken back from
+//! another user (or refused, for private keys); files it only trusts (CA
+//! certificates, CRLs) must be root's in a directory only root can change.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
+use nix::unistd::geteuid;
+
+use super::{at, opened, split, Dir, Owner, MAX_PRIVATE_FILE};
+
+/// Reads a file the agent trusts but does not write (a CA certificate, a
+/// CRL): reached without following untrusted links, at most
+/// [`MAX_PRIVATE_FILE`] bytes, and refused unless root (or the agent's own
+/// user) owns it and its directory and nobody else may write either.
+pub fn read_trusted(path: &Path) -> io::Result<Vec<u8>> {
+    let (parent, name) = split(path)?;
+    let dir = Dir::open(parent)?;
+    let dir_stat = fstat(&dir.fd).map_err(|e| at(parent, e))?;
+    let fd = openat(
+        dir.fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| opened(path, e))?;
+    let stat = fstat(&fd).map_err(|e| at(path, e))?;
+    let me = geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: {why}; the agent trusts only files root owns in directories only root can change",
+                path.display()
+            ),
+        )
+    };
+    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(refuse("not a regular file".into()));
+    }
+    if !trusted(stat.st_uid) || stat.st_mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "owned by uid {} with mode {:o}",
+            stat.st_uid,
+            stat.st_mode & 0o7777
+        )));
+    }
+    if !trusted(dir_stat.st_uid) || dir_stat.st_mode & 0o022 != 0 && dir_stat.st_mode & 0o1000 == 0
+    {
+        return Err(refuse(format!(
+            "its directory is owned by uid {} with mode {:o}",
+            dir_stat.st_uid,
+            dir_stat.st_mode & 0o7777
+        )));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(MAX_PRIVATE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PRIVATE_FILE {
+        return Err(refuse(format!("larger than {MAX_PRIVATE_FILE} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// What the agent does with a file another user owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Custody {
+    /// Root takes it back (a directory or a record an older release gave
+    /// away).
+    TakeBack,
+    /// Refused: a private key another user held is no longer private.
+    OwnOnly,
+}
+
+/// Checks that `fd` is a regular file with one link, and makes it
+/// `owner`'s (root takes back what another user owns).
+pub(super) fn own_regular_file(
+    fd: &OwnedFd,
+    path: &Path,
+    owner: Owner,
+    custody: Custody,
+) -> io::Result<FileStat> {
+    let stat = fstat(fd).map_err(|e| at(path, e))?;
+    if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    if stat.st_nlink > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: has {} hard links; the agent's files have one (remove the other names)",
+                path.display(),
+                stat.st_nlink
+            ),
+        ));
+    }
+    if custody == Custody::OwnOnly && stat.st_uid != owner.uid.as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: a private key owned by uid {}, not by the agent (uid {}): that user may have read or \
+                 replaced it; delete it so the agent makes a new one (the registrar and tenant then need \
+                 the agent registered again)",
+                path.display(),
+                stat.st_uid,
+                owner.uid
+            ),
+        ));
+    }
+    take_ownership(fd, &stat, path, owner)?;
+    Ok(stat)
+}
+
+/// Makes the object behind `fd` owned by `owner`: nothing to do when it
+/// is; root takes it over through the descriptor (with one WARN line);
+/// anyone else is refused.
+pub(super) fn take_ownership(
+    fd: &OwnedFd,
+    stat: &FileStat,
+    path: &Path,
+    owner: Owner,
+) -> io::Result<()> {
+    if stat.st_uid == owner.uid.as_raw() && stat.st_gid == owner.gid.as_raw() {
+        return Ok(());
+    }
+    if !geteuid().is_root() {
+        if stat.st_uid == owner.uid.as_raw() {
+            return Ok(());
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: owned by uid {}, not by the agent (uid {}); the agent uses only files it owns",
+                path.display(),
+                stat.st_uid,
+                owner.uid
+            ),
+        ));
+    }
+    set_owner(fd, owner, path)?;
+    if stat.st_uid != owner.uid.as_raw() {
+        tracing::warn!(
+            "{}: was owned by uid {}; taken back by the agent (now uid {}, gid {})",
+            path.display(),
+            stat.st_uid,
+            owner.uid,
+            owner.gid
+        );
+    }
+    Ok(())
+}
+
+/// `fchown` through any descriptor, `O_PATH` ones included.
+pub(super) fn set_owner(fd: &OwnedFd, owner: Owner, path: &Path) -> io::Result<()> {
+    nix::unistd::fchownat(
+        fd,
+        "",
+        Some(owner.uid),
+        Some(owner.gid),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| at(path, e))
+}
