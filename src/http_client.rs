@@ -127,6 +127,76 @@ pub async fn read_capped(
     Ok(body)
 }
 
+/// A peer's answer: its status, what it asked of the agent's timing and
+/// where it points, and its body (at most [`MAX_ANSWER`] bytes).
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, if sent as a number.
+    pub retry_after: Option<u64>,
+    /// `Location`, if sent.
+    pub location: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// No HTTP answer (connection, time-out, TLS).
+    #[error(transparent)]
+    Failed(#[from] RequestFailure),
+    /// An answer whose body was larger than [`MAX_ANSWER`].
+    #[error("HTTP {status}, {reason}")]
+    TooLarge {
+        /// The status it came with.
+        status: u16,
+        /// What was too large.
+        reason: String,
+    },
+}
+
+/// Sends `request` to `url` and reads the answer with the body capped: the
+/// one way the registrar and verifier clients talk to their peers.
+/// `trust` and `host_key` name the CA file and the config key of the host
+/// in the failure, as [`RequestFailure::classify`] does.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    trust: Option<&ServerTrust>,
+    host_key: &'static str,
+) -> Result<Answer, ExchangeError> {
+    let failure = |e: reqwest::Error| RequestFailure::classify(&e, url, trust, host_key);
+    let response = request.send().await.map_err(failure)?;
+    let status = response.status().as_u16();
+    let header = |name: reqwest::header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+    };
+    let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|v| v.parse().ok());
+    let location = header(reqwest::header::LOCATION);
+    let body = match read_capped(response, MAX_ANSWER).await {
+        Ok(body) => body,
+        Err(BodyError::Transport(e)) => return Err(failure(e).into()),
+        Err(e) => {
+            return Err(ExchangeError::TooLarge {
+                status,
+                reason: e.to_string(),
+            })
+        }
+    };
+    Ok(Answer {
+        status,
+        retry_after,
+        location,
+        body,
+    })
+}
+
 /// Why a request got no HTTP answer.
 #[derive(Debug, Error)]
 pub enum RequestFailure {

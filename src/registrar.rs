@@ -327,25 +327,20 @@ impl RegistrarClient {
         agent_id: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, RegistrarError> {
-        let failure = |e: reqwest::Error| {
-            RequestFailure::classify(&e, url, self.tls.as_ref(), "registrar_ip")
-        };
-        let response = request.send().await.map_err(failure)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-        let body = match http_client::read_capped(response, http_client::MAX_ANSWER).await {
-            Ok(body) => body,
-            Err(http_client::BodyError::Transport(e)) => return Err(failure(e).into()),
-            Err(e) => {
-                return Err(RegistrarError::BadAnswer {
+        let http_client::Answer {
+            status,
+            retry_after,
+            body,
+            ..
+        } = http_client::exchange(request, url, self.tls.as_ref(), "registrar_ip")
+            .await
+            .map_err(|e| match e {
+                http_client::ExchangeError::Failed(failure) => RegistrarError::Unreachable(failure),
+                too_large => RegistrarError::BadAnswer {
                     op,
-                    reason: format!("HTTP {status}, {e}"),
-                })
-            }
-        };
+                    reason: too_large.to_string(),
+                },
+            })?;
         let text = String::from_utf8_lossy(&body);
         match status {
             200 if text.trim().is_empty() => Ok(Value::Null),

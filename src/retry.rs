@@ -1,10 +1,11 @@
-//! The retry policy for talking to the registrar: bounded or unbounded
+//! The retry policy for talking to a peer (the registrar; the verifier in
+//! push mode), from the `exponential_backoff_*` keys: bounded or unbounded
 //! attempts, exponential pauses from a first pause up to a cap, and jitter
 //! so that a fleet of agents restarted together does not retry in lockstep.
 
 use std::time::Duration;
 
-/// How often and how patiently to retry a failed registrar call.
+/// How often and how patiently to retry a failed call to a peer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; `None` retries forever.

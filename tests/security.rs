@@ -1029,20 +1029,20 @@ struct Running {
     tpm: Swtpm,
 }
 
-/// The fake registrar saw at least three attempts, and the agent is still
-/// running after them.
-fn assert_retried_and_alive(fake: &FakePeer, run: &mut Running) {
+/// The fake peer (`who`) saw at least `at_least` attempts, and the agent
+/// is still running after them.
+fn assert_retried_and_alive(fake: &FakePeer, agent: &mut Agent, at_least: usize, who: &str) {
     assert!(
-        wait_until(90, || fake.requests() >= 3),
-        "the agent retries the registrar: {:?}\n{}",
+        wait_until(90, || fake.requests() >= at_least),
+        "the agent retries the {who}: {:?}\n{}",
         fake.seen(),
-        run.agent.output()
+        agent.output()
     );
     assert_eq!(
-        run.agent.wait_exit(1),
+        agent.wait_exit(1),
         None,
         "the agent stays up:\n{}",
-        run.agent.output()
+        agent.output()
     );
 }
 
@@ -1063,7 +1063,7 @@ fn a_registrar_streaming_300_mb_cannot_grow_the_agent() {
     else {
         return;
     };
-    assert_retried_and_alive(&fake, &mut run);
+    assert_retried_and_alive(&fake, &mut run.agent, 3, "registrar");
     let peak = proc_kib(run.agent.pid(), "VmHWM");
     assert!(
         peak < MEMORY_BOUND_KIB,
@@ -1086,7 +1086,7 @@ fn a_registrar_answering_html_is_retried_not_fatal() {
     else {
         return;
     };
-    assert_retried_and_alive(&fake, &mut run);
+    assert_retried_and_alive(&fake, &mut run.agent, 3, "registrar");
     assert!(
         wait_until(10, || run.agent.output().contains("not JSON")),
         "{}",
@@ -1110,7 +1110,7 @@ fn control_characters_in_a_registrar_error_cannot_forge_log_lines() {
     else {
         return;
     };
-    assert_retried_and_alive(&fake, &mut run);
+    assert_retried_and_alive(&fake, &mut run.agent, 3, "registrar");
     let log = run.agent.output();
     assert!(
         !some_line_starts_with(&log, "FORGED-LINE"),
@@ -1260,18 +1260,7 @@ fn a_hostile_push_verifier_can_neither_forge_log_lines_nor_grow_the_agent() {
             &[("RUST_LOG", "info,keylime_agent=debug")],
         );
         agent.wait_for("registered and activated", 30);
-        assert!(
-            wait_until(90, || fake.requests() >= 3),
-            "the push agent retries the verifier: {:?}\n{}",
-            fake.seen(),
-            agent.output()
-        );
-        assert_eq!(
-            agent.wait_exit(1),
-            None,
-            "the push agent keeps going:\n{}",
-            agent.output()
-        );
+        assert_retried_and_alive(&fake, &mut agent, 3, "verifier");
         let log = agent.output();
         assert!(
             !some_line_starts_with(&log, "FORGED-PUSH-LINE"),
@@ -1291,18 +1280,7 @@ fn a_hostile_push_verifier_can_neither_forge_log_lines_nor_grow_the_agent() {
         );
         let mut agent = Agent::spawn_push(&config, &tpm.tcti(), &[]);
         agent.wait_for("registered and activated", 30);
-        assert!(
-            wait_until(90, || fake.requests() >= 2),
-            "the push agent retries the verifier: {:?}\n{}",
-            fake.seen(),
-            agent.output()
-        );
-        assert_eq!(
-            agent.wait_exit(1),
-            None,
-            "the push agent keeps going:\n{}",
-            agent.output()
-        );
+        assert_retried_and_alive(&fake, &mut agent, 2, "verifier");
         let peak = proc_kib(agent.pid(), "VmHWM");
         assert!(
             peak < MEMORY_BOUND_KIB,

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -238,44 +238,28 @@ impl VerifierClient {
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, token.header()?);
         }
-        let failure = |e: reqwest::Error| {
-            CallError::Transport(RequestFailure::classify(
-                &e,
-                url,
-                Some(&self.trust),
-                "verifier_url",
-            ))
-        };
-        let response = request.send().await.map_err(failure)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = match http_client::read_capped(response, http_client::MAX_ANSWER).await {
-            Ok(body) => body,
-            Err(http_client::BodyError::Transport(e)) => return Err(failure(e)),
-            Err(e) => {
-                return Err(CallError::Protocol(ProtocolError(format!(
-                    "{op}: HTTP {status}, {e}"
-                ))))
-            }
-        };
+        let http_client::Answer {
+            status,
+            retry_after,
+            location,
+            body,
+        } = http_client::exchange(request, url, Some(&self.trust), "verifier_url")
+            .await
+            .map_err(|e| match e {
+                http_client::ExchangeError::Failed(failure) => CallError::Transport(failure),
+                too_large => CallError::Protocol(ProtocolError(format!("{op}: {too_large}"))),
+            })?;
         let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !expected.contains(&status) {
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                // A verifier cannot park the agent for longer than this.
-                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
             return Err(CallError::Status {
                 op,
                 status,
                 detail: protocol::error_detail(&answer),
-                retry_after,
+                // A verifier cannot park the agent for longer than this.
+                retry_after: retry_after
+                    .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
             });
         }
-        let location = headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         Ok((status, answer, location))
     }
 }
