@@ -9,8 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use thiserror::Error;
 
 use crate::algorithms::{EncryptionAlg, HashAlg, SigningAlg};
@@ -103,8 +101,9 @@ pub enum AttestationError {
 /// A quote and what describes it.
 #[derive(Debug, Clone)]
 pub struct Quote {
-    /// `r<attest>:<signature>:<pcr blob>`, each part base64.
-    pub quote: String,
+    /// TPMS_ATTEST, TPMT_SIGNATURE and the PCR blob (each front end
+    /// encodes them in its own wire format).
+    pub parts: QuoteParts,
     /// The quote's hash (the AK's signing hash and the PCR bank).
     pub hash_alg: HashAlg,
     /// The EK type.
@@ -261,7 +260,7 @@ impl Attestation {
             )
             .await?;
         Ok(Quote {
-            quote: quote_string(&parts),
+            parts,
             hash_alg: self.hash_alg,
             enc_alg: self.enc_alg,
             sign_alg: self.sign_alg,
@@ -334,16 +333,6 @@ pub struct PushEvidence {
     pub ima: Option<String>,
     /// The UEFI log as base64, when asked for and readable.
     pub uefi: Option<Arc<str>>,
-}
-
-/// The wire form the peers parse: `r` + three base64 parts joined by `:`.
-pub fn quote_string(parts: &QuoteParts) -> String {
-    format!(
-        "r{}:{}:{}",
-        B64.encode(&parts.attest),
-        B64.encode(&parts.signature),
-        B64.encode(&parts.pcr_blob)
-    )
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ pub mod pull;
 pub mod push;
 pub mod registrar;
 pub mod retry;
+pub mod secret;
 pub mod secure_fs;
 pub mod service;
 pub mod tpm;

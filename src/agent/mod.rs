@@ -15,7 +15,7 @@ use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
 use crate::http_client::ServerTrust;
-use crate::identity::{AgentId, IdentityError, PayloadKey};
+use crate::identity::{AgentId, IdentityError, Nk};
 use crate::peer_compat;
 use crate::privileges::{self, Identity, PrivilegeError};
 use crate::registrar::{RegistrarClient, RegistrarEndpoint, RegistrarError, Registration};
@@ -67,7 +67,7 @@ pub struct AgentCore {
     /// The resolved agent id.
     pub agent_id: AgentId,
     /// The NK.
-    pub nk: PayloadKey,
+    pub nk: Nk,
     /// The registrar client.
     pub registrar: RegistrarClient,
     /// What is registered.
@@ -118,7 +118,7 @@ impl AgentCore {
                 config.payload_key.clone(),
                 config.payload_key_password.clone(),
             );
-            tokio::task::spawn_blocking(move || PayloadKey::load_or_create(&path, &password))
+            tokio::task::spawn_blocking(move || Nk::load_or_create(&path, &password))
         };
         // So is the registrar's HTTP client: building it loads OpenSSL's
         // default CA paths (tens of milliseconds), also done meanwhile.
@@ -153,7 +153,7 @@ impl AgentCore {
     fn with_tpm(
         config: &Config,
         tpm: Tpm,
-        nk: PayloadKey,
+        nk: Nk,
         registrar: RegistrarClient,
         run_as: Option<Identity>,
     ) -> Result<Self, AgentError> {

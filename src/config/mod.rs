@@ -15,7 +15,6 @@ mod payload;
 mod protection;
 mod push;
 mod raw;
-mod secret;
 mod values;
 mod versions;
 
@@ -30,13 +29,13 @@ use crate::algorithms::{
 use crate::api_version::ApiVersion;
 use crate::identity::AgentIdSource;
 use crate::retry::RetryPolicy;
+pub use crate::secret::Secret;
 pub use limits::ApiLimits;
 pub use observe::ObserveConfig;
 pub use payload::{PayloadConfig, RevocationConfig};
 pub use protection::Lowered;
 pub use push::{PushConfig, PushSettings};
 use raw::RawAgentSection;
-pub use secret::Secret;
 pub use values::InvalidValue;
 pub use values::LogFormat;
 pub use values::RunAs;
@@ -301,7 +300,9 @@ impl Config {
             });
         }
         Ok(Self {
-            agent_id: raw.parse("uuid", "generate", AgentIdSource::parse)?,
+            agent_id: raw.parse("uuid", "generate", |v| {
+                AgentIdSource::parse(v).ok_or_else(|| InvalidValue::new(AgentIdSource::ACCEPTED))
+            })?,
             contact_ip: raw.parse("contact_ip", "127.0.0.1", values::host)?,
             contact_port: raw.parse("contact_port", &port.to_string(), values::port)?,
             ip,

@@ -7,7 +7,6 @@ use std::path::Path;
 use openssl::sha::sha256;
 
 use super::IdentityError;
-use crate::config::InvalidValue;
 use crate::secure_fs;
 
 /// How the operator asked for the id to be chosen (`uuid`).
@@ -31,18 +30,23 @@ const DMI_UUID_PATH: &str = "/sys/class/dmi/id/product_uuid";
 const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
 
 impl AgentIdSource {
-    /// Parses the `uuid` key. Unlike upstream, a malformed UUID is an error,
+    /// What the `uuid` key accepts.
+    pub const ACCEPTED: &'static str =
+        "a UUID such as d432fbb3-d2f1-4a97-9ef7-75bd81c00000, or one of generate, hash_ek, dmidecode, hostname";
+
+    /// Parses the `uuid` key; `None` for anything else than
+    /// [`Self::ACCEPTED`]. Unlike upstream, a malformed UUID is an error,
     /// never silently replaced by a random one.
-    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+    pub fn parse(raw: &str) -> Option<Self> {
         match raw.trim() {
-            "generate" => Ok(Self::Generate),
-            "hash_ek" => Ok(Self::HashEk),
-            "dmidecode" => Ok(Self::Dmidecode),
-            "hostname" => Ok(Self::Hostname),
-            s if s.len() == 36 && uuid::Uuid::try_parse(s).is_ok() => Ok(Self::Explicit(s.into())),
-            _ => Err(InvalidValue::new(
-                "a UUID such as d432fbb3-d2f1-4a97-9ef7-75bd81c00000, or one of generate, hash_ek, dmidecode, hostname",
-            )),
+            "generate" => Some(Self::Generate),
+            "hash_ek" => Some(Self::HashEk),
+            "dmidecode" => Some(Self::Dmidecode),
+            "hostname" => Some(Self::Hostname),
+            s if s.len() == 36 && uuid::Uuid::try_parse(s).is_ok() => {
+                Some(Self::Explicit(s.into()))
+            }
+            _ => None,
         }
     }
 
@@ -154,13 +158,13 @@ mod tests {
     fn parses_modes_and_uuids() {
         assert_eq!(
             AgentIdSource::parse("generate"),
-            Ok(AgentIdSource::Generate)
+            Some(AgentIdSource::Generate)
         );
-        assert_eq!(AgentIdSource::parse("hash_ek"), Ok(AgentIdSource::HashEk));
+        assert_eq!(AgentIdSource::parse("hash_ek"), Some(AgentIdSource::HashEk));
         let id = "D432FBB3-d2f1-4a97-9ef7-75bd81c00000";
         assert_eq!(
             AgentIdSource::parse(id),
-            Ok(AgentIdSource::Explicit(id.into()))
+            Some(AgentIdSource::Explicit(id.into()))
         );
         for bad in [
             "",
@@ -169,7 +173,7 @@ mod tests {
             "{d432fbb3-d2f1-4a97-9ef7-75bd81c00000}",
             "environment",
         ] {
-            assert!(AgentIdSource::parse(bad).is_err(), "{bad}");
+            assert!(AgentIdSource::parse(bad).is_none(), "{bad}");
         }
     }
 

@@ -4,11 +4,11 @@
 
 mod agent_id;
 mod mtls;
-mod payload_key;
+mod nk;
 
 pub use agent_id::{AgentId, AgentIdSource, GENERATED_ID_FILE};
 pub use mtls::MtlsIdentity;
-pub use payload_key::PayloadKey;
+pub use nk::Nk;
 
 use std::path::{Path, PathBuf};
 

@@ -96,6 +96,7 @@ pub fn bind(
         ),
         key_work: Default::default(),
         refusals: Default::default(),
+        buffers: Default::default(),
     });
     let tls = match &parts.mtls {
         Some(identity) => Some(

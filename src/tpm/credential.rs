@@ -34,7 +34,7 @@ pub struct CredentialBlob {
 /// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET (u16 BE size + bytes each),
 /// with nothing after.
 pub fn parse_credential_blob(blob: &[u8]) -> Result<CredentialBlob, TpmError> {
-    let bad = |why: &str| TpmError::Invalid(format!("malformed credential blob: {why}"));
+    let bad = |why: &str| TpmError::BadInput(format!("malformed credential blob: {why}"));
     let header = blob
         .get(..8)
         .ok_or_else(|| bad("shorter than its header"))?;
@@ -74,14 +74,14 @@ pub(super) fn activate(
     blob: CredentialBlob,
 ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
     let id_object = IdObject::try_from(blob.id_object)
-        .map_err(|_| TpmError::Invalid("credential larger than a TPM2B_ID_OBJECT".into()))?;
+        .map_err(|_| TpmError::BadInput("credential larger than a TPM2B_ID_OBJECT".into()))?;
     let secret = EncryptedSecret::try_from(blob.secret)
-        .map_err(|_| TpmError::Invalid("secret larger than a TPM2B_ENCRYPTED_SECRET".into()))?;
+        .map_err(|_| TpmError::BadInput("secret larger than a TPM2B_ENCRYPTED_SECRET".into()))?;
     let (ek_public, _, _) = ctx
         .read_public(ek)
         .map_err(TpmError::tss("reading the EK public area"))?;
     if ek_public.name_hashing_algorithm() != HashingAlgorithm::Sha256 {
-        return Err(TpmError::Invalid(
+        return Err(TpmError::BadInput(
             "only EKs with the SHA-256 low-range TCG templates are supported for activation".into(),
         ));
     }
@@ -95,7 +95,7 @@ pub(super) fn activate(
             HashingAlgorithm::Sha256,
         )
         .map_err(TpmError::tss("starting the EK policy session"))?
-        .ok_or_else(|| TpmError::Invalid("the TPM returned no policy session".into()))?;
+        .ok_or_else(|| TpmError::Unexpected("the TPM returned no policy session".into()))?;
     let mut outcome: Result<Zeroizing<Vec<u8>>, TpmError> = Err(TpmError::Stopped);
     let flushed =
         ctx.execute_with_temporary_object(SessionHandle::from(session).into(), |ctx, _| {

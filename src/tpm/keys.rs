@@ -61,7 +61,7 @@ pub(super) fn list_handles(ctx: &mut Context, first: u32) -> Result<Vec<u32>, Tp
             .get_capability(CapabilityType::Handles, next, 64)
             .map_err(TpmError::tss("GetCapability(handles)"))?;
         let CapabilityData::Handles(list) = data else {
-            return Err(TpmError::Invalid(
+            return Err(TpmError::Unexpected(
                 "GetCapability(handles) answered with other data".into(),
             ));
         };
@@ -102,16 +102,16 @@ pub(super) fn read_ek_certificate(
     });
     let der = read.map_err(TpmError::tss("reading the EK certificate"))?;
     let cert = openssl::x509::X509::from_der(&der).map_err(|e| {
-        TpmError::Invalid(format!(
+        TpmError::Unexpected(format!(
             "NV index {index:#x} does not hold a DER certificate: {e}"
         ))
     })?;
     let pem = cert
         .to_pem()
-        .map_err(|e| TpmError::Invalid(format!("EK certificate PEM: {e}")))?;
+        .map_err(|e| TpmError::Host(format!("EK certificate PEM: {e}")))?;
     String::from_utf8(pem)
         .map(Some)
-        .map_err(|_| TpmError::Invalid("EK certificate PEM is not UTF-8".into()))
+        .map_err(|_| TpmError::Host("EK certificate PEM is not UTF-8".into()))
 }
 
 /// The AK as persisted in `agent_data_path`: the key blob wrapped by the

@@ -48,7 +48,7 @@ pub struct TpmConfig {
     /// Persistent EK handle, or `None` to create the EK.
     pub ek_handle: Option<u32>,
     /// Endorsement hierarchy authorization.
-    pub owner_auth: crate::config::Secret<Vec<u8>>,
+    pub owner_auth: crate::secret::Secret<Vec<u8>>,
     /// File that persists the AK between starts.
     pub ak_store: PathBuf,
 }
@@ -82,9 +82,18 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
-    /// Input the TPM operation cannot use (e.g. a malformed credential blob).
+    /// Input the TPM operation cannot use: a malformed credential blob, a
+    /// nonce or digest too long, a PCR that does not exist.
     #[error("{0}")]
-    Invalid(String),
+    BadInput(String),
+    /// The TPM answered something the agent cannot use: another kind of
+    /// data, a missing PCR bank, PCRs that keep changing.
+    #[error("{0}")]
+    Unexpected(String),
+    /// The host failed around the TPM: a thread that does not start, an
+    /// OpenSSL conversion.
+    #[error("{0}")]
+    Host(String),
     /// The AK store could not be read or written.
     #[error("AK store {path}: {reason}")]
     AkStore {
@@ -139,7 +148,9 @@ impl TpmError {
         match self {
             Self::Tss { source, .. } => classify(source),
             Self::Unavailable(_) | Self::Stopped => TpmErrorKind::ConnectionLost,
-            Self::Invalid(_) | Self::AkStore { .. } => TpmErrorKind::Fatal,
+            Self::BadInput(_) | Self::Unexpected(_) | Self::Host(_) | Self::AkStore { .. } => {
+                TpmErrorKind::Fatal
+            }
         }
     }
 }
@@ -250,7 +261,7 @@ impl Tpm {
                     let _ = ready.send(Err(e));
                 }
             })
-            .map_err(|e| TpmError::Invalid(format!("cannot start the TPM owner thread: {e}")))?;
+            .map_err(|e| TpmError::Host(format!("cannot start the TPM owner thread: {e}")))?;
         let keys = started.await.map_err(|_| TpmError::Stopped)??;
         Ok(Self {
             jobs,
@@ -389,6 +400,12 @@ mod tests {
         assert_eq!(kind_of(0x0007_0001), TpmErrorKind::Fatal);
         assert!(TpmErrorKind::ObjectNotLoaded.needs_reopen());
         assert!(!TpmErrorKind::Fatal.needs_reopen());
-        assert_eq!(TpmError::Invalid("x".into()).kind(), TpmErrorKind::Fatal);
+        for fatal in [
+            TpmError::BadInput("x".into()),
+            TpmError::Unexpected("x".into()),
+            TpmError::Host("x".into()),
+        ] {
+            assert_eq!(fatal.kind(), TpmErrorKind::Fatal);
+        }
     }
 }

@@ -215,7 +215,7 @@ impl Live {
         start_up_if_needed(&mut ctx)?;
         let banks = super::context::allocated_banks(&mut ctx)?;
         if !banks.contains(&config.hash_alg.to_tpm()) {
-            return Err(TpmError::Invalid(format!(
+            return Err(TpmError::Unexpected(format!(
                 "tpm_hash_alg = {}: the TPM has no allocated {0} PCR bank (it has {}); set tpm_hash_alg to one of those",
                 config.hash_alg,
                 super::context::bank_names(&banks).join(", ")

@@ -66,7 +66,7 @@ pub fn probe_within(
         .spawn(move || {
             let _ = sender.send(probe(&config));
         })
-        .map_err(|e| ProbeError::Tpm(TpmError::Invalid(format!("cannot start the probe: {e}"))))?;
+        .map_err(|e| ProbeError::Tpm(TpmError::Host(format!("cannot start the probe: {e}"))))?;
     answer
         .recv_timeout(within)
         .map_err(|_| ProbeError::NoAnswer(within))?

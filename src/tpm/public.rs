@@ -21,9 +21,9 @@ pub fn tpm2b_public(public: &Public) -> Result<Vec<u8>, TpmError> {
 
 /// The public key of an RSA or ECC public area as an OpenSSL key.
 pub fn openssl_public_key(public: &Public) -> Result<PKey<OpenSslPublic>, TpmError> {
-    let unsupported = || TpmError::Invalid("public area is neither RSA nor NIST-curve ECC".into());
-    let ssl =
-        |e: openssl::error::ErrorStack| TpmError::Invalid(format!("public key conversion: {e}"));
+    let unsupported =
+        || TpmError::Unexpected("public area is neither RSA nor NIST-curve ECC".into());
+    let ssl = |e: openssl::error::ErrorStack| TpmError::Host(format!("public key conversion: {e}"));
     match public {
         Public::Rsa {
             parameters, unique, ..
@@ -63,6 +63,6 @@ pub fn openssl_public_key(public: &Public) -> Result<PKey<OpenSslPublic>, TpmErr
 pub fn public_key_pem(public: &Public) -> Result<String, TpmError> {
     let pem = openssl_public_key(public)?
         .public_key_to_pem()
-        .map_err(|e| TpmError::Invalid(format!("PEM encoding: {e}")))?;
-    String::from_utf8(pem).map_err(|_| TpmError::Invalid("PEM is not UTF-8".into()))
+        .map_err(|e| TpmError::Host(format!("PEM encoding: {e}")))?;
+    String::from_utf8(pem).map_err(|_| TpmError::Host("PEM is not UTF-8".into()))
 }

@@ -53,7 +53,7 @@ pub(super) fn quote(
     request: QuoteRequest,
 ) -> Result<QuoteParts, TpmError> {
     let nonce = Data::try_from(request.nonce)
-        .map_err(|_| TpmError::Invalid("nonce longer than 64 bytes".into()))?;
+        .map_err(|_| TpmError::BadInput("nonce longer than 64 bytes".into()))?;
     if let Some(digest) = request.data_pcr_digest {
         extend(ctx, DATA_PCR, hash, digest, true)?;
     }
@@ -74,7 +74,7 @@ pub(super) fn quote(
             })
             .map_err(TpmError::tss("Quote"))?;
         let AttestInfo::Quote { info } = attest.attested() else {
-            return Err(TpmError::Invalid(
+            return Err(TpmError::Unexpected(
                 "TPM2_Quote returned a non-quote attestation".into(),
             ));
         };
@@ -91,7 +91,7 @@ pub(super) fn quote(
         }
         tracing::debug!("PCRs changed between read and quote; quoting again");
     }
-    Err(TpmError::Invalid(format!(
+    Err(TpmError::Unexpected(format!(
         "PCR values kept changing across {MAX_ATTEMPTS} quotes"
     )))
 }
@@ -104,7 +104,7 @@ pub(super) fn certify_ak(
     qualifying: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
     let data = Data::try_from(qualifying)
-        .map_err(|_| TpmError::Invalid("challenge longer than 64 bytes".into()))?;
+        .map_err(|_| TpmError::BadInput("challenge longer than 64 bytes".into()))?;
     let (attest, signature) = ctx
         .execute_with_sessions(
             (
@@ -135,7 +135,7 @@ pub(super) fn extend(
 ) -> Result<(), TpmError> {
     let handle = pcr_handle(pcr)?;
     let digest = Digest::try_from(digest)
-        .map_err(|_| TpmError::Invalid("digest longer than 64 bytes".into()))?;
+        .map_err(|_| TpmError::BadInput("digest longer than 64 bytes".into()))?;
     let mut values = DigestValues::new();
     values.set(hash.to_tpm(), digest);
     ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
@@ -156,13 +156,13 @@ fn read_pcrs(
     let data = read_pcr_data(ctx, selection.clone())?;
     let bank = data
         .pcr_bank(hash.to_tpm())
-        .ok_or_else(|| TpmError::Invalid(format!("the TPM has no active {hash} PCR bank")))?;
+        .ok_or_else(|| TpmError::Unexpected(format!("the TPM has no active {hash} PCR bank")))?;
     slots
         .iter()
         .map(|slot| {
             bank.get_digest(*slot)
                 .map(|d| d.value().to_vec())
-                .ok_or_else(|| TpmError::Invalid(format!("PCR {slot:?} missing from PCR_Read")))
+                .ok_or_else(|| TpmError::Unexpected(format!("PCR {slot:?} missing from PCR_Read")))
         })
         .collect()
 }
@@ -186,7 +186,7 @@ pub fn read_pcr_data(
                 .iter()
                 .map(|s| format!("{:?}", s.hashing_algorithm()))
                 .collect();
-            return Err(TpmError::Invalid(format!(
+            return Err(TpmError::Unexpected(format!(
                 "PCR_Read returned no values: the TPM has no allocated {} PCR bank",
                 banks.join("/")
             )));
@@ -201,7 +201,7 @@ pub fn read_pcr_data(
 }
 
 fn digest_of(hash: HashAlg, values: &[Vec<u8>]) -> Result<Vec<u8>, TpmError> {
-    let ssl = |e: openssl::error::ErrorStack| TpmError::Invalid(format!("hashing PCR values: {e}"));
+    let ssl = |e: openssl::error::ErrorStack| TpmError::Host(format!("hashing PCR values: {e}"));
     let mut hasher = Hasher::new(hash.to_openssl()).map_err(ssl)?;
     for v in values {
         hasher.update(v).map_err(ssl)?;
@@ -239,5 +239,5 @@ fn pcr_handle(pcr: u8) -> Result<PcrHandle, TpmError> {
     handles
         .get(usize::from(pcr))
         .copied()
-        .ok_or_else(|| TpmError::Invalid(format!("PCR {pcr} does not exist")))
+        .ok_or_else(|| TpmError::BadInput(format!("PCR {pcr} does not exist")))
 }

@@ -49,7 +49,7 @@ pub async fn integrity(
     if let Some(mb) = evidence.mb_log {
         results.insert("mb_measurement_list".into(), Value::String(mb.to_string()));
     }
-    super::integrity_body::respond(results, evidence.ima)
+    super::integrity_body::respond(results, evidence.ima, &state.buffers)
         .await
         .map_err(|e| ApiError::Attestation(e.into()))
 }
@@ -103,12 +103,25 @@ pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
+/// The pull API's wire form of a quote: `r` + TPMS_ATTEST, TPMT_SIGNATURE
+/// and the PCR blob, each base64, joined by `:`.
+fn quote_string(parts: &crate::tpm::QuoteParts) -> String {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!(
+        "r{}:{}:{}",
+        b64(&parts.attest),
+        b64(&parts.signature),
+        b64(&parts.pcr_blob)
+    )
+}
+
 /// The fields common to both quotes; `enc_alg` is spelled per API version
 /// (`rsa` before 2.5, `rsa2048` from 2.5 on).
 fn quote_fields(quote: &Quote, version: ApiVersion) -> Map<String, Value> {
     let enc_alg = quote.enc_alg.wire_name(version);
     let mut fields = Map::new();
-    fields.insert("quote".into(), Value::String(quote.quote.clone()));
+    fields.insert("quote".into(), Value::String(quote_string(&quote.parts)));
     fields.insert("hash_alg".into(), json!(quote.hash_alg.as_str()));
     fields.insert("enc_alg".into(), json!(enc_alg));
     fields.insert("sign_alg".into(), json!(quote.sign_alg.as_str()));

@@ -7,6 +7,8 @@ use actix_web::HttpResponse;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 
+use std::sync::{Arc, Mutex};
+
 use crate::evidence::{escape_json_into, ImaSlice, SliceReader};
 
 /// IMA slices up to this size are sent in one piece (one sized body, few
@@ -21,20 +23,35 @@ const STREAM_CHUNK: usize = 512 * 1024;
 const POOLED_BUFFERS: usize = 4;
 const POOLED_CAPACITY: usize = 2 * STREAM_CHUNK;
 
-static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// The escaped-chunk buffers of one server, shared by its workers.
+#[derive(Debug, Clone, Default)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
-/// An escaped chunk on its way out; its buffer returns to the pool when
-/// the response has written it.
-struct Pooled(Vec<u8>);
-
-impl Pooled {
-    fn take() -> Vec<u8> {
-        POOL.lock()
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
             .ok()
             .and_then(|mut pool| pool.pop())
             .unwrap_or_default()
     }
+
+    fn give_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > POOLED_CAPACITY {
+            return;
+        }
+        buffer.clear();
+        if let Ok(mut pool) = self.0.lock() {
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buffer);
+            }
+        }
+    }
 }
+
+/// An escaped chunk on its way out; its buffer returns to the pool when
+/// the response has written it.
+struct Pooled(Vec<u8>, BufferPool);
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
@@ -44,16 +61,7 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() > POOLED_CAPACITY {
-            return;
-        }
-        buffer.clear();
-        if let Ok(mut pool) = POOL.lock() {
-            if pool.len() < POOLED_BUFFERS {
-                pool.push(buffer);
-            }
-        }
+        self.1.give_back(std::mem::take(&mut self.0));
     }
 }
 
@@ -65,12 +73,13 @@ type Chunk = (usize, Bytes, SliceReader, Vec<u8>);
 fn next_chunk(
     mut reader: SliceReader,
     mut raw: Vec<u8>,
+    pool: BufferPool,
 ) -> tokio::task::JoinHandle<std::io::Result<Chunk>> {
     tokio::task::spawn_blocking(move || {
         let n = reader.read_chunk(&mut raw, STREAM_CHUNK)?;
-        let mut escaped = Pooled::take();
+        let mut escaped = pool.take();
         escape_json_into(&mut escaped, &raw[..n]);
-        Ok((n, Bytes::from_owner(Pooled(escaped)), reader, raw))
+        Ok((n, Bytes::from_owner(Pooled(escaped, pool)), reader, raw))
     })
 }
 
@@ -78,6 +87,7 @@ fn next_chunk(
 pub async fn respond(
     mut results: Map<String, Value>,
     ima: Option<ImaSlice>,
+    pool: &BufferPool,
 ) -> std::io::Result<HttpResponse> {
     let Some(ima) = ima else {
         return Ok(super::error::success(results));
@@ -110,12 +120,19 @@ pub async fn respond(
     // other. No thread waits on a slow client: a step only ever reads and
     // escapes. The raw buffer is reused; the escaped ones come from the
     // pool.
-    let body = stream::unfold(Some(next_chunk(reader, Vec::new())), |state| async move {
-        let step = state?.await.map_err(std::io::Error::other);
-        match step {
-            Ok(Ok((0, ..))) => None,
-            Ok(Ok((_, bytes, reader, raw))) => Some((Ok(bytes), Some(next_chunk(reader, raw)))),
-            Ok(Err(e)) | Err(e) => Some((Err(e), None)),
+    let first = next_chunk(reader, Vec::new(), pool.clone());
+    let pool = pool.clone();
+    let body = stream::unfold(Some(first), move |state| {
+        let pool = pool.clone();
+        async move {
+            let step = state?.await.map_err(std::io::Error::other);
+            match step {
+                Ok(Ok((0, ..))) => None,
+                Ok(Ok((_, bytes, reader, raw))) => {
+                    Some((Ok(bytes), Some(next_chunk(reader, raw, pool))))
+                }
+                Ok(Err(e)) | Err(e) => Some((Err(e), None)),
+            }
         }
     });
     let stream = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) })

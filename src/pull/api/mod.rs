@@ -4,7 +4,7 @@
 mod body;
 mod error;
 mod handlers;
-mod integrity_body;
+pub mod integrity_body;
 mod keys;
 mod params;
 mod refusals;
@@ -58,6 +58,8 @@ pub struct ApiState {
     pub key_work: KeyWork,
     /// Client errors, counted and reported once a minute.
     pub refusals: refusals::RefusalLog,
+    /// Buffers for streaming large IMA lists, reused across requests.
+    pub buffers: integrity_body::BufferPool,
 }
 
 /// Registers every route on an actix app.

@@ -11,20 +11,20 @@ use openssl::rsa::Rsa;
 use super::IdentityError;
 
 /// The NK.
-pub struct PayloadKey {
+pub struct Nk {
     private: PKey<Private>,
     public_pem: String,
 }
 
-impl std::fmt::Debug for PayloadKey {
+impl std::fmt::Debug for Nk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PayloadKey")
+        f.debug_struct("Nk")
             .field("public_pem", &self.public_pem)
             .finish_non_exhaustive()
     }
 }
 
-impl PayloadKey {
+impl Nk {
     /// Loads the NK from `path`, or creates and persists a new one (0600,
     /// encrypted when `password` is not empty).
     pub fn load_or_create(path: &Path, password: &str) -> Result<Self, IdentityError> {
@@ -74,10 +74,10 @@ mod tests {
     fn created_once_then_reloaded_byte_identical() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nk.pem");
-        let first = PayloadKey::load_or_create(&path, "").expect("create");
+        let first = Nk::load_or_create(&path, "").expect("create");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let second = PayloadKey::load_or_create(&path, "").expect("load");
+        let second = Nk::load_or_create(&path, "").expect("load");
         assert_eq!(first.public_pem(), second.public_pem());
         assert!(first.public_pem().ends_with("-----END PUBLIC KEY-----\n"));
     }
@@ -86,12 +86,12 @@ mod tests {
     fn password_protected_key_needs_its_password() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nk.pem");
-        let first = PayloadKey::load_or_create(&path, "pw").expect("create");
+        let first = Nk::load_or_create(&path, "pw").expect("create");
         assert!(std::fs::read_to_string(&path)
             .expect("read")
             .contains("ENCRYPTED"));
-        assert!(PayloadKey::load_or_create(&path, "wrong").is_err());
-        let again = PayloadKey::load_or_create(&path, "pw").expect("load");
+        assert!(Nk::load_or_create(&path, "wrong").is_err());
+        let again = Nk::load_or_create(&path, "pw").expect("load");
         assert_eq!(first.public_pem(), again.public_pem());
     }
 }
