@@ -17,8 +17,10 @@
 //!   [`retry`]) and [`attestation`], which combines one TPM quote
 //!   transaction with the [`evidence`] logs into transport-free answers;
 //!   [`privileges`] switches to `run_as`; [`secure_fs`] is how root opens
-//!   anything in the state directory; [`peer_compat`] says what the
-//!   registrar's Keylime release cannot verify.
+//!   anything in the state directory; [`secret`] holds passwords
+//!   (zeroized, never shown); [`untrusted`] escapes what peers and scripts
+//!   say before it is logged; [`peer_compat`] says what the registrar's
+//!   Keylime release cannot verify.
 //! - [`config`] turns `agent.conf` and `KEYLIME_AGENT_*` into one typed
 //!   [`config::Config`].
 //! - What an operator runs or watches: [`cli`] (what both binaries share:

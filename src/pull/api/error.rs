@@ -116,3 +116,9 @@ impl ResponseError for ApiError {
         response
     }
 }
+
+impl From<crate::pull::revocation::MalformedNotification> for ApiError {
+    fn from(e: crate::pull::revocation::MalformedNotification) -> Self {
+        Self::BadBody(e.0)
+    }
+}

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -98,18 +99,15 @@ pub async fn revocation(
         .await?
         .json()?;
     let revocation = state.revocation.clone();
+    let signature = n.signature.unwrap_or_default();
     let handled = move || {
-        let signature = n.signature.as_deref().unwrap_or("");
         revocation
-            .handle(&n.msg, signature)
-            .map_err(|e| ApiError::BadBody(e.0))
+            .handle(&n.msg, &signature)
+            .map_err(ApiError::from)
     };
     let verdict = state.key_work.run(handled).await?;
-    Ok(super::error::envelope(
-        actix_web::http::StatusCode::OK,
-        verdict.status_text(),
-        json!({}),
-    ))
+    let status = verdict.status_text();
+    Ok(super::error::envelope(StatusCode::OK, status, json!({})))
 }
 
 /// Key-half and notification jobs start at most this often: 100 a second,
