@@ -1,6 +1,6 @@
 //! The push model's wire format (verifier API v3.0, JSON:API bodies): what
 //! the agent sends and how it reads the answers. Pure functions, no I/O.
-//! The session messages (proof of possession, token) are in [`session`];
+//! The session messages (proof of possession, token) are in `protocol/session.rs`;
 //! here are the attestation messages (capabilities, the verifier's choice,
 //! evidence) and the error answers.
 //!
