@@ -21,7 +21,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -140,11 +139,6 @@ impl Dir {
         )
         .unwrap_or(fd);
         Ok(Self { fd, path })
-    }
-
-    /// Gives this directory to `owner` (through its descriptor).
-    pub fn chown(&self, owner: Owner) -> io::Result<()> {
-        set_owner(&self.fd, owner, &self.path)
     }
 
     /// Writes `bytes` to `name` with mode 0600, replacing it atomically:
@@ -328,12 +322,6 @@ fn opened(path: &Path, errno: Errno) -> io::Error {
 fn at(path: &Path, errno: Errno) -> io::Error {
     let e = io::Error::from(errno);
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
-
-/// Whether a name is safe as one component inside a directory.
-pub fn is_plain_name(name: &OsStr) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty() && bytes != b"." && bytes != b".." && !bytes.contains(&b'/')
 }
 
 mod custody;

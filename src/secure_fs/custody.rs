@@ -147,7 +147,9 @@ pub(super) fn take_ownership(
         ));
     }
     set_owner(fd, owner, path)?;
-    if stat.st_uid != owner.uid.as_raw() {
+    // Root handing its own directory to `run_as` (a fresh tmpfs) is the
+    // layout, not news; taking something back from another user is.
+    if stat.st_uid != owner.uid.as_raw() && stat.st_uid != 0 {
         tracing::warn!(
             "{}: was owned by uid {}; taken back by the agent (now uid {}, gid {})",
             path.display(),

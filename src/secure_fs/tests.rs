@@ -80,6 +80,4 @@ fn trusted_links_on_the_way_are_followed() {
     std::os::unix::fs::symlink(&real, tmp.path().join("alias")).expect("alias");
     write_private(&tmp.path().join("alias/f"), b"ok").expect("through own link");
     assert_eq!(fs::read(real.join("f")).expect("read"), b"ok");
-    assert!(is_plain_name(OsStr::new("a.json")));
-    assert!(!is_plain_name(OsStr::new("../a")));
 }

@@ -41,7 +41,9 @@ pub struct Prepared {
 /// `writer` (the agent's own user when `None`), mode 0700.
 pub fn prepare(dir: &Path, size: &str, writer: Option<Owner>) -> io::Result<Prepared> {
     let owner = writer.unwrap_or_else(Owner::me);
-    let opened = secure_fs::Dir::ensure(dir, 0o700, Owner::me())?;
+    // Owned by the writer from the start: a restart finds it that way and
+    // changes nothing.
+    let opened = secure_fs::Dir::ensure(dir, 0o700, owner)?;
     let mut prepared = Prepared {
         backing: SecureBacking::Tmpfs,
         mounted_here: false,
