@@ -207,12 +207,18 @@ impl Attestation {
         let _ = self.uefi.whole().await;
     }
 
-    /// What push-model capabilities can offer now: the IMA log's entry
-    /// count (`None` without a log) and whether a UEFI log is readable.
-    pub async fn inventory(&self) -> Result<EvidenceInventory, AttestationError> {
-        Ok(EvidenceInventory {
-            ima_entries: self.ima.entry_count().await?,
-            uefi_log: self.uefi.whole().await.is_some(),
+    /// What push-model capabilities can offer now: the AK (its bank,
+    /// scheme and public area), the IMA log's entry count (`None` without
+    /// a log) and whether a UEFI log is readable.
+    pub async fn offer(&self) -> Result<EvidenceOffer, AttestationError> {
+        Ok(EvidenceOffer {
+            hash: self.hash_alg,
+            signing: self.sign_alg,
+            ak_public: self.tpm.keys().ak_public.clone(),
+            inventory: EvidenceInventory {
+                ima_entries: self.ima.entry_count().await?,
+                uefi_log: self.uefi.whole().await.is_some(),
+            },
         })
     }
 
@@ -301,7 +307,21 @@ enum DataPcr {
     Unbound,
 }
 
-/// What the agent can offer as push-model evidence right now.
+/// What the agent can offer as push-model evidence right now: only what
+/// the AK can sign (one bank, one scheme) and the logs present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceOffer {
+    /// The AK's hash bank and signing hash.
+    pub hash: HashAlg,
+    /// The AK's signature scheme.
+    pub signing: SigningAlg,
+    /// The AK's TPM2B_PUBLIC.
+    pub ak_public: Vec<u8>,
+    /// The logs.
+    pub inventory: EvidenceInventory,
+}
+
+/// The logs present for an offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvidenceInventory {
     /// Complete entries in the IMA log, `None` without one.

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
-use crate::agent::{registrar_endpoint, tpm_config};
 use crate::config::Config;
 use crate::config::Mode;
 use crate::identity::{AgentIdSource, GENERATED_ID_FILE};
@@ -23,7 +22,7 @@ const TPM_WITHIN: Duration = Duration::from_secs(10);
 pub fn collect(config: &Config, mode: Mode) -> Value {
     let probe = probe_tpm(config);
     let (id, id_source) = agent_id(config, probe.as_ref().ok());
-    let endpoint = registrar_endpoint(config);
+    let endpoint = config.registrar_endpoint();
     json!({
         "agent": {
             "id": id,
@@ -90,7 +89,7 @@ fn flatten(out: &mut String, prefix: &str, value: &Value) {
 }
 
 fn probe_tpm(config: &Config) -> Result<TpmProbe, String> {
-    tpm::probe_within(tpm_config(config), TPM_WITHIN).map_err(|e| match e {
+    tpm::probe_within(config.tpm_config(), TPM_WITHIN).map_err(|e| match e {
         ProbeError::NotStarted => "the TPM was reset and not started".into(),
         ProbeError::Tpm(e) => e.to_string(),
         ProbeError::NoAnswer(within) => format!("no answer within {} s", within.as_secs()),

@@ -14,13 +14,12 @@ use thiserror::Error;
 use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::evidence::{ImaLog, UefiLog};
-use crate::http_client::ServerTrust;
 use crate::identity::{AgentId, IdentityError, Nk};
 use crate::peer_compat;
 use crate::privileges::{self, Identity, PrivilegeError};
-use crate::registrar::{RegistrarClient, RegistrarEndpoint, RegistrarError, Registration};
+use crate::registrar::{RegistrarClient, RegistrarError, Registration};
 use crate::secure_fs;
-use crate::tpm::{Tpm, TpmConfig, TpmError};
+use crate::tpm::{Tpm, TpmError};
 
 /// Why the agent stopped before or instead of serving.
 #[derive(Debug, Error)]
@@ -123,11 +122,11 @@ impl AgentCore {
         // So is the registrar's HTTP client: building it loads OpenSSL's
         // default CA paths (tens of milliseconds), also done meanwhile.
         let registrar = {
-            let (endpoint, retry) = (registrar_endpoint(config), config.registrar_retry.clone());
+            let (endpoint, retry) = (config.registrar_endpoint(), config.registrar_retry.clone());
             tokio::task::spawn_blocking(move || RegistrarClient::new(&endpoint, retry))
         };
         crate::service::status("opening the TPM");
-        let tpm = Tpm::start(tpm_config(config)).await;
+        let tpm = Tpm::start(config.tpm_config()).await;
         let nk = joined(nk, "generating the NK").await;
         let registrar = joined(registrar, "building the registrar client").await;
         let tpm = tpm?;
@@ -243,39 +242,5 @@ async fn joined<T, E: Into<AgentError>>(
             what,
             reason: e.to_string(),
         }),
-    }
-}
-
-/// The TPM settings from the config.
-pub fn tpm_config(config: &Config) -> TpmConfig {
-    TpmConfig {
-        tcti: config.tcti.clone(),
-        hash_alg: config.tpm_hash_alg,
-        encryption_alg: config.tpm_encryption_alg,
-        signing_alg: config.tpm_signing_alg,
-        ek_handle: config.ek_handle,
-        owner_auth: config.tpm_ownerpassword.clone(),
-        ak_store: config.agent_data_path.clone(),
-    }
-}
-
-/// The registrar's address from the config: its HTTPS port and CA when
-/// `registrar_tls_enabled`, else its plain-HTTP port.
-pub fn registrar_endpoint(config: &Config) -> RegistrarEndpoint {
-    let (port, tls) = match &config.registrar_tls {
-        Some(tls) => (
-            tls.port,
-            Some(ServerTrust {
-                ca_file: tls.ca_cert.clone(),
-                ca_key: "registrar_tls_ca_cert",
-            }),
-        ),
-        None => (config.registrar_port, None),
-    };
-    RegistrarEndpoint {
-        host: config.registrar_ip.clone(),
-        port,
-        tls,
-        versions: config.registrar_api_versions.clone(),
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 
-use crate::agent::registrar_endpoint;
 use crate::config::Mode;
 use crate::config::{Config, ConfigError, Loaded};
 use crate::crypto::name_text;
@@ -93,7 +92,7 @@ pub async fn run(loaded: Result<Loaded, ConfigError>, files: &[String], mode: Mo
 }
 
 async fn registrar(config: &Config) -> Finding {
-    let endpoint = registrar_endpoint(config);
+    let endpoint = config.registrar_endpoint();
     let client = match RegistrarClient::new(&endpoint, config.registrar_retry.clone()) {
         Ok(client) => client,
         Err(e) => {

@@ -5,7 +5,6 @@ use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 
 use super::{Finding, ANSWER_WITHIN};
-use crate::agent::tpm_config;
 use crate::config::Config;
 use crate::crypto::name_text;
 use crate::tpm::{self, ProbeError, StoredAkState, TpmProbe};
@@ -15,7 +14,7 @@ pub(super) fn tpm_findings(config: &Config, out: &mut Vec<Finding>) {
     let tcti = config.tcti.clone();
     let tpm_fix =
         "check the tcti key (or the TCTI variable) and that the TPM, tpm2-abrmd or swtpm is there";
-    let probe: TpmProbe = match tpm::probe_within(tpm_config(config), ANSWER_WITHIN) {
+    let probe: TpmProbe = match tpm::probe_within(config.tpm_config(), ANSWER_WITHIN) {
         Ok(probe) => probe,
         Err(ProbeError::NotStarted) => {
             out.push(Finding::warn(

@@ -16,8 +16,9 @@ pub struct ApiLimits {
     /// Connections served at once; more are closed as they are accepted
     /// (`max_connections`).
     pub max_connections: usize,
-    /// Largest decrypted payload a U half may carry (`max_payload_size`).
-    pub max_payload_size: usize,
+    /// Largest `keys/ukey` body: room for a tenant payload of
+    /// `max_payload_size` decrypted bytes as base64, plus the key and tag.
+    pub ukey_body_limit: usize,
     /// Connections one client address may hold at once
     /// (`max_connections_per_client`).
     pub max_connections_per_client: usize,
@@ -34,7 +35,11 @@ impl ApiLimits {
             head_timeout: raw.parse("request_head_timeout", "10", values::seconds)?,
             body_timeout: raw.parse("request_body_timeout", "30", values::seconds)?,
             max_connections: raw.parse("max_connections", "512", values::connection_count)?,
-            max_payload_size: raw.parse("max_payload_size", "8m", values::byte_size)?,
+            ukey_body_limit: ukey_body_limit(raw.parse(
+                "max_payload_size",
+                "8m",
+                values::byte_size,
+            )?),
             max_connections_per_client: raw.parse(
                 "max_connections_per_client",
                 "16",
@@ -43,4 +48,10 @@ impl ApiLimits {
             allowed_client_cidrs: raw.parse("allowed_client_cidrs", "", values::client_cidrs)?,
         })
     }
+}
+
+/// The ukey body that carries a payload of `payload` decrypted bytes:
+/// base64 (4/3) plus 64 KiB for the U half, the tag and the JSON.
+fn ukey_body_limit(payload: usize) -> usize {
+    payload.saturating_mul(4) / 3 + 64 * 1024
 }

@@ -11,6 +11,7 @@
 mod keys;
 mod limits;
 mod observe;
+mod parts;
 mod payload;
 mod protection;
 mod push;

@@ -95,6 +95,16 @@ fn later_files_and_environment_override_earlier_ones() {
 }
 
 #[test]
+fn the_ukey_body_limit_fits_a_base64_payload_of_max_payload_size() {
+    let dir = Dir::new();
+    let file = dir.file("a.conf", &base(&dir));
+    let c = load(vec![file], &[("max_payload_size", "3m")])
+        .expect("load")
+        .config;
+    assert_eq!(c.api_limits.ukey_body_limit, 4 * 1024 * 1024 + 64 * 1024);
+}
+
+#[test]
 fn tcti_precedence() {
     assert_eq!(tcti(Some("swtpm:port=1"), Some("mssim:")), "swtpm:port=1");
     assert_eq!(tcti(None, Some("mssim:")), "mssim:");
@@ -202,7 +212,7 @@ fn secret_values_are_not_echoed() {
     let shown = format!("{:?}", loaded.config);
     assert!(!shown.contains("zz-secret"), "{shown}");
     assert!(shown.contains("tpm_ownerpassword: <set>"), "{shown}");
-    let tpm = format!("{:?}", crate::agent::tpm_config(&loaded.config));
+    let tpm = format!("{:?}", loaded.config.tpm_config());
     assert!(!tpm.contains("zz-secret"), "{tpm}");
 }
 

@@ -91,7 +91,7 @@ pub fn bind(
         payload: parts.payload.clone(),
         revocation: parts.revocation.clone(),
         limits: BodyLimits::new(
-            config.api_limits.max_payload_size,
+            config.api_limits.ukey_body_limit,
             config.api_limits.body_timeout,
         ),
         key_work: Default::default(),

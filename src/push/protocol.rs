@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::algorithms::{HashAlg, SigningAlg};
-use crate::attestation::{EvidenceInventory, EvidenceRequest, PushEvidence};
+use crate::attestation::{EvidenceOffer, EvidenceRequest, PushEvidence};
 
 /// The content type every v3.0 request carries.
 pub const JSON_API: &str = "application/vnd.api+json";
@@ -29,19 +29,14 @@ pub(super) fn missing(what: &str) -> ProtocolError {
     ProtocolError(format!("no {what}"))
 }
 
-/// What the agent offers, from the AK and the logs present.
+/// The capabilities to send: the back end's offer and how this agent
+/// names itself in it.
 #[derive(Debug, Clone)]
 pub struct Offer<'a> {
-    /// The AK's hash bank and signing hash.
-    pub hash: HashAlg,
-    /// The AK's signature scheme.
-    pub signing: SigningAlg,
-    /// The AK's TPM2B_PUBLIC (what the verifier holds as `ak_tpm`).
-    pub ak_public: &'a [u8],
+    /// What attestation can offer now.
+    pub evidence: &'a EvidenceOffer,
     /// `certification_keys_server_identifier`.
     pub key_id: &'a str,
-    /// The logs.
-    pub inventory: EvidenceInventory,
     /// `uefi_logs_evidence_version`.
     pub uefi_version: &'a str,
     /// Boot time, Unix seconds (constant for a boot).
@@ -50,8 +45,8 @@ pub struct Offer<'a> {
 
 /// `POST /v3.0/agents/{id}/attestations`: the capabilities.
 pub fn capabilities(offer: &Offer<'_>) -> Value {
-    let bank = offer.hash.as_str();
-    let scheme = offer.signing.as_str();
+    let bank = offer.evidence.hash.as_str();
+    let scheme = offer.evidence.signing.as_str();
     let mut items = vec![json!({
         "evidence_class": "certification",
         "evidence_type": "tpm_quote",
@@ -65,13 +60,13 @@ pub fn capabilities(offer: &Offer<'_>) -> Value {
                 "key_algorithm": "rsa",
                 "key_size": 2048,
                 "server_identifier": offer.key_id,
-                "public": B64.encode(offer.ak_public),
+                "public": B64.encode(&offer.evidence.ak_public),
                 "allowable_hash_algorithms": [bank],
                 "allowable_signature_schemes": [scheme],
             }],
         },
     })];
-    if offer.inventory.uefi_log {
+    if offer.evidence.inventory.uefi_log {
         items.push(json!({
             "evidence_class": "log",
             "evidence_type": "uefi_log",
@@ -84,7 +79,7 @@ pub fn capabilities(offer: &Offer<'_>) -> Value {
             },
         }));
     }
-    if let Some(entries) = offer.inventory.ima_entries {
+    if let Some(entries) = offer.evidence.inventory.ima_entries {
         items.push(json!({
             "evidence_class": "log",
             "evidence_type": "ima_log",

@@ -146,14 +146,11 @@ impl Worker {
             .as_ref()
             .ok_or_else(|| Failure::Failed("no token".into()))?;
         let setup = &self.setup;
-        let keys = setup.tpm.keys();
-        let (hash, signing) = (setup.attestation.hash_alg(), setup.attestation.sign_alg());
+        let offered = setup.attestation.offer().await?;
+        let (hash, signing) = (offered.hash, offered.signing);
         let offer = Offer {
-            hash,
-            signing,
-            ak_public: &keys.ak_public,
+            evidence: &offered,
             key_id: &setup.key_id,
-            inventory: setup.attestation.inventory().await?,
             uefi_version: &setup.uefi_version,
             boot_time: setup.boot_time,
         };

@@ -38,11 +38,10 @@ pub struct Body {
 }
 
 impl BodyLimits {
-    /// Limits for payloads of up to `max_payload` decrypted bytes (the
-    /// ukey body carries them as base64, plus the key and tag).
-    pub fn new(max_payload: usize, timeout: Duration) -> Self {
+    /// Limits with a ukey body of at most `ukey` bytes.
+    pub fn new(ukey: usize, timeout: Duration) -> Self {
         Self {
-            ukey: max_payload.saturating_mul(4) / 3 + 64 * 1024,
+            ukey,
             timeout,
             budget: Arc::new(Semaphore::new(IN_FLIGHT_BUDGET / UNIT)),
         }
@@ -151,15 +150,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ukey_limit_fits_a_base64_payload() {
-        let limits = BodyLimits::new(3 * 1024 * 1024, Duration::from_secs(30));
-        assert_eq!(limits.ukey, 4 * 1024 * 1024 + 64 * 1024);
+    fn the_whole_budget_is_free_at_first() {
+        let limits = BodyLimits::new(4 * 1024 * 1024, Duration::from_secs(30));
         assert_eq!(limits.budget.available_permits(), IN_FLIGHT_BUDGET / UNIT);
     }
 
     #[test]
     fn the_budget_is_held_for_what_a_body_holds_and_given_back_when_it_drops() {
-        let limits = BodyLimits::new(3 * 1024 * 1024, Duration::from_secs(30));
+        let limits = BodyLimits::new(4 * 1024 * 1024, Duration::from_secs(30));
         let all = IN_FLIGHT_BUDGET / UNIT;
         let mut held = Reservation::default();
         held.cover(&limits.budget, 10 * 1024 * 1024).expect("fits");

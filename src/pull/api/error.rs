@@ -6,21 +6,57 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use thiserror::Error;
 
 use crate::attestation::AttestationError;
 
-/// `{"code": N, "status": "...", "results": {...}}`.
+/// `{"code": N, "status": "...", "results": {...}}`, the one shape of
+/// every answer.
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    code: u16,
+    status: &'a str,
+    results: T,
+}
+
+/// An envelope answer.
 pub fn envelope<T: Serialize>(code: StatusCode, status: &str, results: T) -> HttpResponse {
-    HttpResponse::build(code)
-        .json(json!({ "code": code.as_u16(), "status": status, "results": results }))
+    HttpResponse::build(code).json(Envelope {
+        code: code.as_u16(),
+        status,
+        results,
+    })
 }
 
 /// A success envelope.
 pub fn success<T: Serialize>(results: T) -> HttpResponse {
     envelope(StatusCode::OK, "Success", results)
 }
+
+/// A success envelope whose last result, the string `field`, is streamed:
+/// the text up to that string's opening quote. The caller sends the
+/// string's escaped bytes, then [`STREAMED_TAIL`].
+pub fn streamed_success_head(
+    results: &Map<String, Value>,
+    field: &str,
+) -> serde_json::Result<String> {
+    let whole = serde_json::to_string(&Envelope {
+        code: StatusCode::OK.as_u16(),
+        status: "Success",
+        results,
+    })?;
+    // `results` is the last member, an object: the text ends in `}}`.
+    let open = &whole[..whole.len() - 2];
+    let separator = if results.is_empty() { "" } else { "," };
+    Ok(format!(
+        "{open}{separator}{}:\"",
+        serde_json::to_string(field)?
+    ))
+}
+
+/// What closes a [`streamed_success_head`]: the string, `results`, the envelope.
+pub const STREAMED_TAIL: &[u8] = b"\"}}";
 
 /// Every way a request can fail.
 #[derive(Debug, Error)]
@@ -120,5 +156,31 @@ impl ResponseError for ApiError {
 impl From<crate::pull::revocation::MalformedNotification> for ApiError {
     fn from(e: crate::pull::revocation::MalformedNotification) -> Self {
         Self::BadBody(e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streamed(results: &Map<String, Value>, text: &str) -> Value {
+        let mut body = streamed_success_head(results, "list").unwrap().into_bytes();
+        crate::evidence::escape_json_into(&mut body, text.as_bytes());
+        body.extend_from_slice(STREAMED_TAIL);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[test]
+    fn a_streamed_field_ends_as_the_same_envelope() {
+        let text = "10 \"quoted\" \\ tab\t line\n";
+        let mut results = Map::new();
+        results.insert("quote".into(), json!("r1"));
+        let parsed = streamed(&results, text);
+        assert_eq!(parsed["code"], 200);
+        assert_eq!(parsed["status"], "Success");
+        assert_eq!(parsed["results"]["quote"], "r1");
+        assert_eq!(parsed["results"]["list"], text);
+        let alone = streamed(&Map::new(), text);
+        assert_eq!(alone["results"], json!({ "list": text }));
     }
 }

@@ -101,13 +101,7 @@ pub async fn respond(
         );
         return Ok(super::error::success(results));
     }
-    // `{"code":200,"status":"Success","results":{...,"ima_measurement_list":"` <escaped log> `"}}`
-    let fields = serde_json::to_string(&results)?;
-    let fields = fields.strip_suffix('}').unwrap_or(&fields);
-    let separator = if results.is_empty() { "" } else { "," };
-    let head = format!(
-        r#"{{"code":200,"status":"Success","results":{fields}{separator}"ima_measurement_list":""#
-    );
+    let head = super::error::streamed_success_head(&results, "ima_measurement_list")?;
     let reader = {
         let ima = ima.clone();
         tokio::task::spawn_blocking(move || ima.open_blocking())
@@ -137,7 +131,9 @@ pub async fn respond(
     });
     let stream = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) })
         .chain(body)
-        .chain(stream::once(async { Ok(Bytes::from_static(b"\"}}")) }));
+        .chain(stream::once(async {
+            Ok(Bytes::from_static(super::error::STREAMED_TAIL))
+        }));
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(stream))

@@ -1,6 +1,7 @@
 //! Unit tests of `protocol`.
 
 use super::*;
+use crate::attestation::{EvidenceInventory, EvidenceOffer};
 use crate::tpm::QuoteParts;
 
 #[test]
@@ -46,12 +47,15 @@ fn session_answers() {
 }
 
 fn offer(inventory: EvidenceInventory) -> Value {
-    capabilities(&Offer {
+    let evidence = EvidenceOffer {
         hash: HashAlg::Sha256,
         signing: SigningAlg::RsaSsa,
-        ak_public: b"ak",
-        key_id: "ak",
+        ak_public: b"ak".to_vec(),
         inventory,
+    };
+    capabilities(&Offer {
+        evidence: &evidence,
+        key_id: "ak",
         uefi_version: "2.1",
         boot_time: 1_700_000_000,
     })
