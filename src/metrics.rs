@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// `endpoint` and `status` of an API request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +81,12 @@ pub struct Metrics {
     open_fds: Gauge,
 }
 
+/// Registers `metric` under `name` and gives it back to be kept.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -90,104 +96,86 @@ pub fn get() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("keylime_agent");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "API requests by endpoint and status",
-            requests.clone(),
-        );
-        let quotes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "quotes",
-            "Quotes by kind (identity, integrity, push) and outcome (served, failed)",
-            quotes.clone(),
-        );
+        let r = &mut registry;
         // 0.25 ms .. ~4 s: swtpm answers in milliseconds, hardware TPMs in
         // tens to hundreds.
-        let tpm_seconds = Family::<KindLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
-        });
-        registry.register(
-            "tpm_transaction_seconds",
-            "TPM transaction latency by kind",
-            tpm_seconds.clone(),
-        );
-        let tpm_reconnects = Counter::default();
-        registry.register(
-            "tpm_reconnects",
-            "Times the TPM connection was reopened after a lost connection or a reset",
-            tpm_reconnects.clone(),
-        );
-        let registered = Gauge::default();
-        registry.register(
-            "registered",
-            "1 once registered with the registrar and activated",
-            registered.clone(),
-        );
-        let registration_retries = Counter::default();
-        registry.register(
-            "registration_retries",
-            "Registration attempts retried",
-            registration_retries.clone(),
-        );
-        let key_halves = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "key_halves",
-            "U and V key halves received, by kind and outcome",
-            key_halves.clone(),
-        );
-        let k_checks = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "k_checks",
-            "Derived keys K checked, by outcome (verified, rejected)",
-            k_checks.clone(),
-        );
-        let payload_runs = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "payload_runs",
-            "Payload scripts run, by exit status",
-            payload_runs.clone(),
-        );
-        let revocations = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "revocations",
-            "Revocation notifications by verdict",
-            revocations.clone(),
-        );
-        let seconds_since_attested = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "seconds_since_last_attestation",
-            "Seconds since the verifier last asked for a quote (pull) or accepted evidence (push); -1 before the first",
-            seconds_since_attested.clone(),
-        );
-        let rss_bytes = Gauge::default();
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the agent process",
-            rss_bytes.clone(),
-        );
-        let open_fds = Gauge::default();
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors of the agent process",
-            open_fds.clone(),
-        );
+        let tpm_buckets = || Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
         Self {
-            registry,
-            requests,
-            quotes,
-            tpm_seconds,
-            tpm_reconnects,
-            registered,
-            registration_retries,
-            key_halves,
-            k_checks,
-            payload_runs,
-            revocations,
+            requests: add(r, "requests", "API requests by endpoint and status", Family::default()),
+            quotes: add(
+                r,
+                "quotes",
+                "Quotes by kind (identity, integrity, push) and outcome (served, failed)",
+                Family::default(),
+            ),
+            tpm_seconds: add(
+                r,
+                "tpm_transaction_seconds",
+                "TPM transaction latency by kind",
+                Family::new_with_constructor(tpm_buckets),
+            ),
+            tpm_reconnects: add(
+                r,
+                "tpm_reconnects",
+                "Times the TPM connection was reopened after a lost connection or a reset",
+                Counter::default(),
+            ),
+            registered: add(
+                r,
+                "registered",
+                "1 once registered with the registrar and activated",
+                Gauge::default(),
+            ),
+            registration_retries: add(
+                r,
+                "registration_retries",
+                "Registration attempts retried",
+                Counter::default(),
+            ),
+            key_halves: add(
+                r,
+                "key_halves",
+                "U and V key halves received, by kind and outcome",
+                Family::default(),
+            ),
+            k_checks: add(
+                r,
+                "k_checks",
+                "Derived keys K checked, by outcome (verified, rejected)",
+                Family::default(),
+            ),
+            payload_runs: add(
+                r,
+                "payload_runs",
+                "Payload scripts run, by exit status",
+                Family::default(),
+            ),
+            revocations: add(
+                r,
+                "revocations",
+                "Revocation notifications by verdict",
+                Family::default(),
+            ),
             last_attested_unix: AtomicU64::new(0),
-            seconds_since_attested,
-            rss_bytes,
-            open_fds,
+            seconds_since_attested: add(
+                r,
+                "seconds_since_last_attestation",
+                "Seconds since the verifier last asked for a quote (pull) or accepted evidence (push); -1 before the first",
+                Gauge::default(),
+            ),
+            rss_bytes: add(
+                r,
+                "process_resident_memory_bytes",
+                "Resident memory of the agent process",
+                Gauge::default(),
+            ),
+            open_fds: add(
+                r,
+                "process_open_fds",
+                "Open file descriptors of the agent process",
+                Gauge::default(),
+            ),
+            registry,
         }
     }
 

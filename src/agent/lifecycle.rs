@@ -9,7 +9,8 @@
 use std::fmt::Display;
 use std::future::Future;
 
-use super::{AgentCore, AgentError};
+use super::error::AgentError;
+use super::setup::AgentCore;
 use crate::config::Config;
 use crate::observing::Observing;
 

@@ -4,7 +4,6 @@
 //! mounted, no file changed.
 
 use std::path::Path;
-use std::time::Duration;
 
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
@@ -20,11 +19,9 @@ use crate::registrar::RegistrarClient;
 mod report;
 mod tpm_items;
 
+use report::ANSWER_WITHIN;
 pub use report::{Finding, Report, Status};
 use tpm_items::tpm_findings;
-
-/// How long the TPM and each peer get to answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// Checks everything the agent for `mode` needs, from `loaded` (the
 /// config, or why it did not load).

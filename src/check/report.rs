@@ -2,8 +2,12 @@
 //! one JSON object.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde_json::{json, Value};
+
+/// How long the TPM and each peer get to answer.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// A finding's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

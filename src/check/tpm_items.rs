@@ -4,7 +4,7 @@
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509;
 
-use super::{Finding, ANSWER_WITHIN};
+use super::report::{Finding, ANSWER_WITHIN};
 use crate::config::Config;
 use crate::crypto::name_text;
 use crate::tpm::{self, ProbeError, StoredAkState, TpmProbe};

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::raw::RawAgentSection;
-use super::{values, ConfigError};
+use super::values;
 
 /// Bounds on what clients of the API may hold: time, connections, memory.
 #[derive(Debug, Clone, PartialEq, Eq)]

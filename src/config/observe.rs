@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::ConfigError;
 use super::raw::RawAgentSection;
-use super::{values, ConfigError, LogFormat};
+use super::values::{self, LogFormat};
 
 /// What the agent tells its operators.
 #[derive(Debug, Clone, Default)]

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::raw::RawAgentSection;
-use super::{values, ConfigError};
+use super::values;
 
 /// How delivered payloads are stored and run.
 #[derive(Debug, Clone)]
@@ -86,6 +87,26 @@ impl PayloadConfig {
                 values::boolean,
             )?,
             revocation_dir: dir.join("revocation"),
+        })
+    }
+
+    /// Without mTLS anyone who reaches the port could deliver a payload whose
+    /// `autorun.sh` the agent runs: refused unless the operator said
+    /// `dangerous_allow_unauthenticated_payloads`.
+    pub(super) fn refuse_without_mtls(&self, enable_agent_mtls: bool) -> Result<(), ConfigError> {
+        if enable_agent_mtls
+            || !self.enable_insecure_payload
+            || self.dangerous_allow_unauthenticated
+        {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "enable_insecure_payload".into(),
+            value: "true".into(),
+            accepted: "false while enable_agent_mtls = false: without mTLS anyone who reaches the port \
+                       could deliver a payload whose autorun.sh the agent runs (to allow it anyway, set \
+                       dangerous_allow_unauthenticated_payloads = true)"
+                .into(),
         })
     }
 }

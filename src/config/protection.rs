@@ -2,7 +2,7 @@
 //! (one WARN line each) and by `check` (a WARN finding each). The same list
 //! serves both, so the two never disagree.
 
-use super::Config;
+use super::settings::Config;
 
 /// One setting that lowers protection: the key to look at, what it opens
 /// up, and what to set instead.

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{self, RawAgentSection};
-use super::{invalid, values, Config, ConfigError};
-use crate::algorithms::{HashAlg, SigningAlg};
+use super::error::ConfigError;
+use super::raw::RawAgentSection;
+use super::values;
 
 /// What the push-model agent needs beyond the shared keys; checked for
-/// completeness by [`Config::push_settings`] when that binary starts.
+/// completeness by `Config::push_settings` when that binary starts.
 #[derive(Debug, Clone)]
 pub struct PushConfig {
     /// The verifier's base URL (`verifier_url`), `https://host:port`;
@@ -59,53 +59,6 @@ impl PushConfig {
             )?,
             certification_key_id: raw.text("certification_keys_server_identifier", "ak"),
             uefi_logs_evidence_version: raw.text("uefi_logs_evidence_version", "2.1"),
-        })
-    }
-}
-
-impl Config {
-    /// The push-model settings, or the one-line error that stops
-    /// `keylime_push_model_agent` at start: `verifier_url` must be set, its
-    /// CA file usable, and the AK one the 7.14 verifier accepts in push
-    /// mode (its proof of possession takes only RSASSA with SHA-256).
-    pub fn push_settings(&self) -> Result<PushSettings, ConfigError> {
-        let verifier_url = self.push.verifier_url.clone().ok_or_else(|| {
-            invalid(
-                "verifier_url",
-                "",
-                "the verifier's https:// URL (required by keylime_push_model_agent)",
-            )
-        })?;
-        let ca = &self.push.verifier_tls_ca_cert;
-        raw::check_ca_file(ca).map_err(|why| {
-            invalid(
-                "verifier_tls_ca_cert",
-                &ca.display().to_string(),
-                &format!(
-                    "a readable PEM file with the CA of the verifier's server certificate ({why})"
-                ),
-            )
-        })?;
-        if self.tpm_signing_alg != SigningAlg::RsaSsa {
-            return Err(invalid(
-                "tpm_signing_alg",
-                self.tpm_signing_alg.as_str(),
-                "rsassa: the Keylime 7.14 verifier authenticates push agents only with an RSA AK signing RSASSA",
-            ));
-        }
-        if self.tpm_hash_alg != HashAlg::Sha256 {
-            return Err(invalid(
-                "tpm_hash_alg",
-                self.tpm_hash_alg.as_str(),
-                "sha256: the Keylime 7.14 verifier checks push agents' proof of possession with SHA-256 only",
-            ));
-        }
-        Ok(PushSettings {
-            verifier_url,
-            verifier_tls_ca_cert: ca.clone(),
-            attestation_interval: self.push.attestation_interval,
-            certification_key_id: self.push.certification_key_id.clone(),
-            uefi_logs_evidence_version: self.push.uefi_logs_evidence_version.clone(),
         })
     }
 }

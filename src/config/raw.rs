@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::error::{invalid, ConfigError};
+use super::keys;
 use super::values::{self, InvalidValue};
-use super::{invalid, keys, ConfigError, RegistrarTls};
 
 /// The merged `[agent]` section as strings, remembering where each key came from.
 #[derive(Debug, Default)]
@@ -99,28 +100,6 @@ impl RawAgentSection {
             .filter(|v| !v.is_empty() && *v != "default")
             .unwrap_or(default)
             .to_string()
-    }
-
-    /// `registrar_tls_enabled`, `registrar_tls_port` and
-    /// `registrar_tls_ca_cert`; the CA file must be usable when TLS is on.
-    pub(super) fn registrar_tls(&self, dir: &Path) -> Result<Option<RegistrarTls>, ConfigError> {
-        if !self.parse("registrar_tls_enabled", "false", values::boolean)? {
-            return Ok(None);
-        }
-        let port = self.parse("registrar_tls_port", "8891", values::port)?;
-        let raw = self.get("registrar_tls_ca_cert").unwrap_or("default");
-        let ca_cert = values::path_or_default(raw, dir, "cv_ca/cacert.crt");
-        check_ca_file(&ca_cert).map_err(|why| {
-            invalid(
-                "registrar_tls_ca_cert",
-                raw,
-                &format!(
-                    "a readable PEM file with the CA of the registrar's server certificate ({}: {why})",
-                    ca_cert.display()
-                ),
-            )
-        })?;
-        Ok(Some(RegistrarTls { port, ca_cert }))
     }
 
     pub(super) fn warnings(&self) -> Vec<String> {

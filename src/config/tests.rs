@@ -1,6 +1,11 @@
 //! Config loading: layering, overrides, and the one-line errors.
 
+use super::settings::tcti;
+use super::versions::api_versions;
 use super::*;
+use crate::algorithms::HashAlg;
+use crate::api_version::ApiVersion;
+use crate::identity::AgentIdSource;
 use std::io::Write;
 
 struct Dir(tempfile::TempDir);

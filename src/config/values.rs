@@ -18,6 +18,13 @@ impl InvalidValue {
 
 type Parsed<T> = Result<T, InvalidValue>;
 
+/// One of a fixed set of names (`accepted` lists them).
+pub fn one_of<T: std::str::FromStr<Err = ()>>(
+    accepted: &'static str,
+) -> impl Fn(&str) -> Parsed<T> {
+    move |raw| raw.parse().map_err(|()| InvalidValue::new(accepted))
+}
+
 /// `true`/`false`, also as the strings environment variables give.
 pub fn boolean(raw: &str) -> Parsed<bool> {
     match raw.to_ascii_lowercase().as_str() {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use openssl::sha::sha256;
 
-use super::IdentityError;
+use super::error::IdentityError;
 use crate::secure_fs;
 
 /// How the operator asked for the id to be chosen (`uuid`).

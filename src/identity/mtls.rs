@@ -14,7 +14,8 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::extension::{SubjectAlternativeName, SubjectKeyIdentifier};
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
-use super::IdentityError;
+use super::error::IdentityError;
+use super::key_file::load_or_generate_key;
 use crate::secure_fs;
 
 /// Days of validity of a newly issued certificate.
@@ -108,7 +109,7 @@ impl MtlsIdentity {
 }
 
 fn load_or_create_key(path: &Path, password: &str) -> Result<PKey<Private>, IdentityError> {
-    let (key, _) = super::load_or_generate_key(path, password, "mTLS key", || {
+    let (key, _) = load_or_generate_key(path, password, "mTLS key", || {
         EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)
             .and_then(|group| EcKey::generate(&group))
             .and_then(PKey::from_ec_key)

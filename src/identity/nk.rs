@@ -8,7 +8,8 @@ use std::path::Path;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 
-use super::IdentityError;
+use super::error::IdentityError;
+use super::key_file::load_or_generate_key;
 
 /// The NK.
 pub struct Nk {
@@ -28,10 +29,9 @@ impl Nk {
     /// Loads the NK from `path`, or creates and persists a new one (0600,
     /// encrypted when `password` is not empty).
     pub fn load_or_create(path: &Path, password: &str) -> Result<Self, IdentityError> {
-        let (private, created) =
-            super::load_or_generate_key(path, password, "payload key", || {
-                Rsa::generate(2048).and_then(PKey::from_rsa)
-            })?;
+        let (private, created) = load_or_generate_key(path, password, "payload key", || {
+            Rsa::generate(2048).and_then(PKey::from_rsa)
+        })?;
         if created {
             tracing::info!("created payload key (NK) {}", path.display());
         }

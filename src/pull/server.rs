@@ -8,7 +8,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::web;
 
 use super::api::{self, AgentInfo, ApiState, BodyLimits, ServerLimits};
-use super::{PullError, PullParts};
+use super::error::PullError;
+use super::parts::PullParts;
 use crate::agent::AgentCore;
 use crate::config::Config;
 

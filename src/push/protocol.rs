@@ -9,25 +9,21 @@
 //! 7.14 verifier asks for PCRs in every bank it is offered but can check a
 //! quote over one bank only, so offering more would break attestation.
 
+mod error;
+mod session;
+
+pub use error::ProtocolError;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
-use thiserror::Error;
 
 use crate::algorithms::{HashAlg, SigningAlg};
 use crate::attestation::{EvidenceOffer, EvidenceRequest, PushEvidence};
+use error::missing;
 
 /// The content type every v3.0 request carries.
 pub const JSON_API: &str = "application/vnd.api+json";
-
-/// An answer that does not say what the agent needs.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("verifier answer: {0}")]
-pub struct ProtocolError(pub String);
-
-pub(super) fn missing(what: &str) -> ProtocolError {
-    ProtocolError(format!("no {what}"))
-}
 
 /// The capabilities to send: the back end's offer and how this agent
 /// names itself in it.
@@ -269,8 +265,6 @@ pub fn error_detail(answer: &Value) -> String {
         (code, detail) => format!("{code}: {detail}"),
     }
 }
-
-mod session;
 
 pub use session::{session_challenge, session_proof, session_request, session_token, unix_seconds};
 

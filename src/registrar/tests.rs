@@ -1,6 +1,7 @@
 //! Unit tests of `registrar`.
 
 use super::*;
+use crate::tpm::TpmError;
 
 fn v(minor: u8) -> ApiVersion {
     ApiVersion::new(2, minor)

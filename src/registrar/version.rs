@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::RegistrarError;
+use super::error::RegistrarError;
 use crate::api_version::ApiVersion;
 
 /// The highest version in a registrar's `/version` answer (`results` or the

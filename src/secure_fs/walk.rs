@@ -13,7 +13,7 @@ use nix::fcntl::{openat, readlinkat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::geteuid;
 
-use super::at;
+use super::names::at;
 
 /// Links followed while resolving one path, as the kernel allows.
 const MAX_LINKS: usize = 40;

@@ -8,8 +8,8 @@ use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::structures::CapabilityData;
 use tss_esapi::Context;
 
+use super::error::TpmError;
 use super::keys::EkOrigin;
-use super::TpmError;
 
 /// First handle of the transient object range.
 pub(super) const TRANSIENT_FIRST: u32 = 0x8000_0000;

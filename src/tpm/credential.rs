@@ -9,7 +9,7 @@ use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
 use tss_esapi::Context;
 use zeroize::Zeroizing;
 
-use super::TpmError;
+use super::error::TpmError;
 
 /// The operation name a failed TPM2_ActivateCredential carries in
 /// [`TpmError::Tss`], so that callers can tell a rejected challenge.

@@ -15,7 +15,9 @@ use tss_esapi::structures::{CapabilityData, Private, Public, PublicBuffer};
 use tss_esapi::traits::UnMarshall;
 use tss_esapi::Context;
 
-use super::{public, TpmConfig, TpmError};
+use super::error::TpmError;
+use super::public;
+use super::settings::TpmConfig;
 use crate::secure_fs;
 
 /// Where the EK came from, which decides how it is released.

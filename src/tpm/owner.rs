@@ -13,12 +13,18 @@ use tss_esapi::Context;
 use zeroize::Zeroizing;
 
 use super::context::{has_resource_manager, release_ek, TRANSIENT_FIRST};
+use super::credential::{self, CredentialBlob};
+use super::error::{TpmError, TpmErrorKind};
 use super::keys::{self, EkOrigin};
+use super::public;
 use super::quote::{self, QuoteParts, QuoteRequest};
-use super::{credential, public, CredentialBlob, Job, TpmConfig, TpmError, TpmErrorKind, TpmKeys};
+use super::settings::{TpmConfig, TpmKeys};
 use crate::algorithms::HashAlg;
 use tss_esapi::constants::StartupType;
 use tss_esapi::handles::TpmHandle;
+
+/// One TPM transaction, run on the owner thread.
+pub(super) type Job = Box<dyn FnOnce(&mut Owner) + Send>;
 
 /// First handle of the loaded (HMAC) session range.
 const LOADED_SESSION_FIRST: u32 = 0x0200_0000;

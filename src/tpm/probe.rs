@@ -14,8 +14,10 @@ use tss_esapi::Context;
 use super::context::{
     allocated_banks, bank_names, has_resource_manager, release_ek, TRANSIENT_FIRST,
 };
+use super::error::{TpmError, TpmErrorKind};
 use super::keys::{self, StoredAkState};
-use super::{public, TpmConfig, TpmError, TpmErrorKind};
+use super::public;
+use super::settings::TpmConfig;
 
 /// What the probe found.
 #[derive(Debug, Clone)]

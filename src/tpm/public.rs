@@ -10,7 +10,7 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::structures::{Public, PublicBuffer};
 use tss_esapi::traits::Marshall;
 
-use super::TpmError;
+use super::error::TpmError;
 
 /// TPM2B_PUBLIC: big-endian u16 size, then the TPMT_PUBLIC, nothing after.
 pub fn tpm2b_public(public: &Public) -> Result<Vec<u8>, TpmError> {

@@ -14,7 +14,8 @@ use tss_esapi::structures::{
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
-use super::{pcr_blob, TpmError};
+use super::error::TpmError;
+use super::pcr_blob;
 use crate::algorithms::HashAlg;
 
 /// Reads-and-quotes tried before giving up on PCRs that keep moving.

@@ -50,7 +50,7 @@ impl BodyLimits {
     /// Reads a body of at most `limit` bytes within the time limit. A
     /// declared length over the limit is refused before anything is read
     /// (`Upgrade` and chunked requests never get here: see
-    /// [`super::refuse_unframed`]).
+    /// `refuse_unframed` in the middleware).
     pub async fn read(
         &self,
         req: &HttpRequest,

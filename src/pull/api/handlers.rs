@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::{success, ApiError};
 use super::params::Query;
-use super::{ApiState, ServedVersion};
+use super::state::{ApiState, ServedVersion};
 use crate::api_version::ApiVersion;
 use crate::attestation::Quote;
 

@@ -2,10 +2,7 @@
 //! read within their limits ([`super::body`]) and parsed here, so every
 //! refusal is a JSON envelope; RSA work runs on the blocking pool, off the
 //! workers that answer quotes, one job at a time and at a bounded rate
-//! ([`KeyWork`]).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! ([`super::KeyWork`]).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,9 +10,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{REVOCATION_LIMIT, VKEY_LIMIT};
-use super::error::{success, ApiError};
+use super::error::{envelope, success, ApiError};
 use super::params::Query;
-use super::{ApiState, ServedVersion};
+use super::state::{ApiState, ServedVersion};
 
 #[derive(Deserialize)]
 struct UKey {
@@ -93,59 +90,10 @@ pub async fn revocation(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let n: Notification = state
-        .limits
-        .read(&req, body, REVOCATION_LIMIT)
-        .await?
-        .json()?;
+    let body = state.limits.read(&req, body, REVOCATION_LIMIT).await?;
+    let n: Notification = body.json()?;
     let revocation = state.revocation.clone();
-    let signature = n.signature.unwrap_or_default();
-    let handled = move || {
-        revocation
-            .handle(&n.msg, &signature)
-            .map_err(ApiError::from)
-    };
+    let handled = move || revocation.handle(&n.msg, n.signature.as_deref().unwrap_or_default());
     let verdict = state.key_work.run(handled).await?;
-    let status = verdict.status_text();
-    Ok(super::error::envelope(StatusCode::OK, status, json!({})))
-}
-
-/// Key-half and notification jobs start at most this often: 100 a second,
-/// far more than a tenant and a verifier send, and a bounded share of one
-/// core (an RSA-2048 private operation takes 1-2 ms) under a flood.
-const KEY_JOB_GAP: Duration = Duration::from_millis(10);
-
-/// Runs RSA (and the payload work it may start) on the blocking pool, one
-/// job at a time, in arrival order, and each at least 10 ms after
-/// the one before: a flood of key halves waits its turn asynchronously
-/// instead of taking the cores that answer quotes.
-#[derive(Debug, Clone)]
-pub struct KeyWork {
-    /// Held by the job running; when the next job may start.
-    next_start: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
-}
-
-impl Default for KeyWork {
-    fn default() -> Self {
-        Self {
-            next_start: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
-        }
-    }
-}
-
-impl KeyWork {
-    /// Runs `work` when its turn comes.
-    pub async fn run<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, E> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        // tokio's mutex queues its waiters first come, first served.
-        let mut next_start = self.next_start.lock().await;
-        tokio::time::sleep_until(*next_start).await;
-        *next_start = tokio::time::Instant::now() + KEY_JOB_GAP;
-        match tokio::task::spawn_blocking(work).await {
-            Ok(result) => result.map_err(Into::into),
-            Err(_) => Err(ApiError::Busy),
-        }
-    }
+    Ok(envelope(StatusCode::OK, verdict.status_text(), json!({})))
 }

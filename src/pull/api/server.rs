@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::refusals::RefusalLog;
-use super::ApiState;
+use super::state::ApiState;
 use crate::config::ClientCidr;
 
 /// How the server treats its clients.
@@ -209,9 +209,13 @@ macro_rules! http_service {
     ($state:expr, $local:expr, $head_timeout:expr) => {{
         let state = $state.clone();
         let app = App::new()
-            .wrap(actix_web::middleware::from_fn(super::refuse_unframed))
-            .wrap(actix_web::middleware::from_fn(super::count_refusals))
-            .configure(super::configure(state));
+            .wrap(actix_web::middleware::from_fn(
+                super::middleware::refuse_unframed,
+            ))
+            .wrap(actix_web::middleware::from_fn(
+                super::middleware::count_refusals,
+            ))
+            .configure(super::routes::configure(state));
         HttpService::build()
             // The verifier opens a fresh connection per poll: no Nagle delay.
             .tcp_nodelay(true)

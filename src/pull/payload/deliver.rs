@@ -49,7 +49,7 @@ pub async fn deliver(
             .await
             .map_err(io::Error::other)??
     };
-    if let Err(e) = crate::pull::revocation::adopt_payload_certificate(&dir, &config.revocation_dir)
+    if let Err(e) = super::revocation_cert::adopt_payload_certificate(&dir, &config.revocation_dir)
     {
         tracing::error!("keeping the payload's revocation certificate: {e}");
     }

@@ -5,12 +5,14 @@
 
 mod deliver;
 mod halves;
+mod revocation_cert;
 pub mod script;
 pub mod secure_dir;
 mod zip_extract;
 
 pub use deliver::{action_names, unzipped_dir};
 pub use halves::{KeyHalves, UHalf, AUTH_TAG_LEN, MAX_U_HALVES, MAX_V_HALVES};
+pub use revocation_cert::{adopt_payload_certificate, PAYLOAD_CERT};
 
 use std::sync::{Arc, Mutex};
 

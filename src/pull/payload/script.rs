@@ -103,6 +103,13 @@ pub async fn run(
             RunOutcome::TimedOut
         }
     };
+    collect_drains(label, drains).await;
+    log_outcome(label, &outcome, limit);
+    outcome
+}
+
+/// Waits for the output readers, a second at most, and says what was dropped.
+async fn collect_drains(label: &str, drains: [Option<tokio::task::JoinHandle<u64>>; 2]) {
     for mut task in drains.into_iter().flatten() {
         // A child that outlived the script may hold the pipe open: its
         // output is not waited for beyond a second.
@@ -116,7 +123,11 @@ pub async fn run(
             }
         }
     }
-    match &outcome {
+}
+
+/// One log line saying how the script ended.
+fn log_outcome(label: &str, outcome: &RunOutcome, limit: Duration) {
+    match outcome {
         RunOutcome::Exited(Some(0)) => tracing::info!("{label}: exited with status 0"),
         RunOutcome::Exited(Some(code)) => tracing::warn!("{label}: exited with status {code}"),
         RunOutcome::Exited(None) => tracing::warn!("{label}: killed by a signal"),
@@ -126,7 +137,6 @@ pub async fn run(
         ),
         RunOutcome::NotStarted(e) => tracing::warn!("{label}: {e}"),
     }
-    outcome
 }
 
 /// Makes the script start with descriptors 0, 1 and 2 only. The TPM

@@ -1,5 +1,6 @@
 //! Unit tests of `revocation`.
 
+use super::acted::parse_event_time;
 use super::*;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{missing, ProtocolError};
+use super::error::{missing, ProtocolError};
 
 /// `POST /v3.0/sessions`: ask for a proof-of-possession challenge.
 pub fn session_request(agent_id: &str) -> Value {

@@ -139,11 +139,38 @@ fn image(log: &mut LogWriter, base: u64, label: &str, len: usize, path: Option<&
 /// The whole log of one boot, in the banks given.
 pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
     let mut log = LogWriter::new(banks);
-    let kernel = format!("/vmlinuz-{}", boot.kernel_version);
-    let initrd = format!("/initrd.img-{}", boot.kernel_version);
-    let cmdline = format!("{kernel} {}", boot.kernel_args);
+    let paths = Paths::of(boot);
+    firmware(&mut log);
+    secure_boot_config(&mut log, keys, boot);
+    boot_manager(&mut log);
+    shim(&mut log, keys, boot);
+    grub(&mut log, keys, boot, &paths);
+    kernel(&mut log, boot, &paths);
+    action(&mut log, 5, "Exit Boot Services Invocation");
+    action(&mut log, 5, "Exit Boot Services Returned with Success");
+    log.finish()
+}
 
-    // The S-CRTM and the firmware volumes (PEI, DXE).
+/// The files GRUB loads and the command line it passes.
+struct Paths {
+    kernel: String,
+    initrd: String,
+    cmdline: String,
+}
+
+impl Paths {
+    fn of(boot: &Boot) -> Self {
+        let kernel = format!("/vmlinuz-{}", boot.kernel_version);
+        Self {
+            initrd: format!("/initrd.img-{}", boot.kernel_version),
+            cmdline: format!("{kernel} {}", boot.kernel_args),
+            kernel,
+        }
+    }
+}
+
+/// The S-CRTM and the firmware volumes (PEI, DXE).
+fn firmware(log: &mut LogWriter) {
     let mut version = utf16("edk2-stable202302 keylime-agent test firmware");
     version.extend_from_slice(&[0, 0]);
     log.measured(0, EV_S_CRTM_VERSION, &version);
@@ -159,8 +186,10 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
             &firmware_blob(base, len as u64),
         );
     }
+}
 
-    // The Secure Boot configuration, then PCR 7's separator.
+/// The Secure Boot configuration, then PCR 7's separator.
+fn secure_boot_config(log: &mut LogWriter, keys: &Keys, boot: &Boot) {
     let dbx = signature_list(
         EFI_CERT_SHA256,
         &[
@@ -198,9 +227,11 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
             &variable_data(*guid, name, data),
         );
     }
-    separator(&mut log, 7);
+    separator(log, 7);
+}
 
-    // The boot options, then the boot manager starts Boot0001.
+/// The boot options, then the boot manager starts Boot0001.
+fn boot_manager(log: &mut LogWriter) {
     let boot_order = 1u16.to_le_bytes().to_vec();
     log.event(
         1,
@@ -215,9 +246,9 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
         &log.digests_of(&option),
         &variable_data(EFI_GLOBAL_VARIABLE, "Boot0001", &option),
     );
-    action(&mut log, 4, "Calling EFI Application from Boot Option");
+    action(log, 4, "Calling EFI Application from Boot Option");
     for pcr in 0..7 {
-        separator(&mut log, pcr);
+        separator(log, pcr);
     }
     log.measured(
         5,
@@ -230,10 +261,12 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
             ],
         ),
     );
+}
 
-    // shim, verified against db; it measures its MOK lists and SBAT level.
+/// shim, verified against db; it measures its MOK lists and SBAT level.
+fn shim(log: &mut LogWriter, keys: &Keys, boot: &Boot) {
     image(
-        &mut log,
+        log,
         0x7e4a_1000,
         "shimx64.efi 15.7",
         950_000,
@@ -241,7 +274,7 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
     );
     if boot.secure_boot {
         authority(
-            &mut log,
+            log,
             EFI_IMAGE_SECURITY_DATABASE,
             "db",
             OWNER_VENDOR,
@@ -249,10 +282,10 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
         );
     }
     let mok_list = signature_list(EFI_CERT_X509, &[(SHIM_LOCK, keys.vendor.clone())]);
-    ipl(&mut log, 14, "MokList", &mok_list);
+    ipl(log, 14, "MokList", &mok_list);
     let mok_list_x = signature_list(EFI_CERT_SHA256, &[(SHIM_LOCK, content("revoked MOK", 32))]);
-    ipl(&mut log, 14, "MokListX", &mok_list_x);
-    ipl(&mut log, 14, "MokListTrusted", &[1]);
+    ipl(log, 14, "MokListX", &mok_list_x);
+    ipl(log, 14, "MokListTrusted", &[1]);
     if boot.secure_boot {
         log.measured(
             7,
@@ -264,63 +297,58 @@ pub fn boot_log(banks: &[Bank], keys: &Keys, boot: &Boot) -> Vec<u8> {
             ),
         );
     }
+}
 
-    // GRUB, verified by shim against its vendor certificate.
+/// GRUB, verified by shim against its vendor certificate.
+fn grub(log: &mut LogWriter, keys: &Keys, boot: &Boot, paths: &Paths) {
     image(
-        &mut log,
+        log,
         0x7e2b_3000,
         "grubx64.efi 2.06",
         2_500_000,
         Some(r"\EFI\debian\grubx64.efi"),
     );
     if boot.secure_boot {
-        authority(&mut log, SHIM_LOCK, "Shim", SHIM_LOCK, &keys.vendor);
+        authority(log, SHIM_LOCK, "Shim", SHIM_LOCK, &keys.vendor);
     }
     let grub_cfg = content("grub.cfg", 6000);
-    ipl(&mut log, 9, "(hd0,gpt1)/EFI/debian/grub.cfg", &grub_cfg);
+    ipl(log, 9, "(hd0,gpt1)/EFI/debian/grub.cfg", &grub_cfg);
     for command in [
         "set root=hd0,gpt2".to_string(),
-        format!("linux {cmdline}"),
-        format!("initrd {initrd}"),
+        format!("linux {}", paths.cmdline),
+        format!("initrd {}", paths.initrd),
     ] {
-        ipl(
-            &mut log,
-            8,
-            &format!("grub_cmd: {command}"),
-            command.as_bytes(),
-        );
+        ipl(log, 8, &format!("grub_cmd: {command}"), command.as_bytes());
     }
+}
 
-    // The kernel: GRUB measures the file and the command line, then
-    // shim loads the image, then GRUB reads the initrd.
+/// The kernel: GRUB measures the file and the command line, then
+/// shim loads the image, then GRUB reads the initrd.
+fn kernel(log: &mut LogWriter, boot: &Boot, paths: &Paths) {
     let kernel_label = format!(
         "vmlinuz {} build {}",
         boot.kernel_version, boot.kernel_build
     );
     ipl(
-        &mut log,
+        log,
         9,
-        &format!("(hd0,gpt2){kernel}"),
+        &format!("(hd0,gpt2){}", paths.kernel),
         &content(&kernel_label, CONTENT),
     );
     ipl(
-        &mut log,
+        log,
         8,
-        &format!("kernel_cmdline: (hd0,gpt2){cmdline}"),
-        format!("(hd0,gpt2){cmdline}").as_bytes(),
+        &format!("kernel_cmdline: (hd0,gpt2){}", paths.cmdline),
+        format!("(hd0,gpt2){}", paths.cmdline).as_bytes(),
     );
-    image(&mut log, 0x6d00_0000, &kernel_label, 8_000_000, None);
+    image(log, 0x6d00_0000, &kernel_label, 8_000_000, None);
     let initrd_label = format!("initrd {} build {}", boot.kernel_version, boot.kernel_build);
     ipl(
-        &mut log,
+        log,
         9,
-        &format!("(hd0,gpt2){initrd}"),
+        &format!("(hd0,gpt2){}", paths.initrd),
         &content(&initrd_label, CONTENT),
     );
-
-    action(&mut log, 5, "Exit Boot Services Invocation");
-    action(&mut log, 5, "Exit Boot Services Returned with Success");
-    log.finish()
 }
 
 fn separator(log: &mut LogWriter, pcr: u32) {
