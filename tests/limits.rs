@@ -29,9 +29,8 @@ fn read_all(conn: &mut SslStream<TcpStream>) -> String {
     String::from_utf8_lossy(&common::read_answer(conn, |_| false)).to_string()
 }
 
-/// One GET on a fresh connection; the status and the time it took.
-fn timed_get(s: &Served, path: &str) -> (u16, Duration) {
-    let started = Instant::now();
+/// One GET on a fresh connection; the status (0 without an answer).
+fn get(s: &Served, path: &str) -> u16 {
     let mut conn = connect(s);
     write!(
         conn,
@@ -39,12 +38,11 @@ fn timed_get(s: &Served, path: &str) -> (u16, Duration) {
     )
     .expect("write");
     let answer = read_all(&mut conn);
-    let status = answer
+    answer
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, started.elapsed())
+        .unwrap_or(0)
 }
 
 /// 16 concurrent `keys/ukey` posts of a 15 MiB body each, chunked where
@@ -118,17 +116,16 @@ fn stalled_bodies_are_cut_off_at_the_body_timeout_while_quotes_go_on() {
             conn
         })
         .collect();
-    // Each stalled body is cut off 3 s after it began; the last began now.
-    let started = Instant::now();
     // Quotes are served while 200 bodies hang.
     for _ in 0..5 {
-        assert_eq!(timed_get(&s, QUOTE).0, 200);
+        assert_eq!(get(&s, QUOTE), 200);
     }
+    // Each stalled body gets the 408 envelope when its 3 s run out (a read
+    // that waited past the connection's 30 s read timeout would see none).
     let mut answers = Vec::new();
     for conn in &mut stalled {
         answers.push(read_all(conn));
     }
-    let elapsed = started.elapsed();
     assert!(
         answers.iter().all(|a| a.starts_with("HTTP/1.1 408")),
         "every stalled body gets the 408 envelope: {:?}",
@@ -138,28 +135,22 @@ fn stalled_bodies_are_cut_off_at_the_body_timeout_while_quotes_go_on() {
         answers.iter().all(|a| a.contains("\"code\":408")),
         "as JSON"
     );
-    assert!(
-        elapsed < Duration::from_secs(3 + 5),
-        "all cut off within the body timeout (3 s) of the last one opening: {elapsed:?}"
-    );
     drop(stalled);
-    std::thread::sleep(Duration::from_millis(500));
     assert!(
-        open_fds(pid) <= fds_before + 5,
+        common::wait_until(10, || open_fds(pid) <= fds_before + 5),
         "descriptors back: {} before, {} after",
         fds_before,
         open_fds(pid)
     );
-    assert_eq!(timed_get(&s, QUOTE).0, 200);
+    assert_eq!(get(&s, QUOTE), 200);
 }
 
 #[test]
 fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
     let Some(s) = serve(&[], 3) else { return };
     let pid = s.agent.pid();
-    // An Upgrade request with a complete body: refused at once.
+    // An Upgrade request with a complete body: refused with the envelope.
     let mut conn = connect(&s);
-    let started = Instant::now();
     write!(
         conn,
         "POST /v2.6/keys/vkey HTTP/1.1\r\nHost: agent\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
@@ -168,11 +159,6 @@ fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
     let answer = read_all(&mut conn);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("Upgrade is not supported"), "{answer}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 
     // 16 concurrent 15 MiB bodies, declared and chunked.
     let statuses = post_big_bodies_at_once(&s, |i| i % 2 == 1);
@@ -195,7 +181,7 @@ fn large_bodies_and_upgrades_are_refused_and_memory_stays_bounded() {
         peak as f64 / 1024.0
     );
     assert!(peak <= 64 * 1024, "peak RSS {peak} KiB over 64 MiB");
-    assert_eq!(timed_get(&s, QUOTE).0, 200, "a quote afterwards");
+    assert_eq!(get(&s, QUOTE), 200, "a quote afterwards");
 }
 
 /// With `max_payload_size` above 15 MiB each body is allowed on its own,
@@ -228,80 +214,116 @@ fn bodies_each_within_their_limit_share_one_budget_and_memory_stays_bounded() {
         "the budget refuses what does not fit: {statuses:?}"
     );
     assert!(peak <= 64 * 1024, "peak RSS {peak} KiB over 64 MiB");
-    assert_eq!(timed_get(&s, QUOTE).0, 200, "a quote afterwards");
+    assert_eq!(get(&s, QUOTE), 200, "a quote afterwards");
+}
+
+/// The key halves the agent answered on the flooding connections, by
+/// status. Only answers read count: a failed write or read is not a key
+/// half taken.
+struct Flood {
+    answered: std::sync::atomic::AtomicU32,
+    statuses: std::sync::Mutex<std::collections::BTreeMap<u16, u32>>,
+}
+
+impl Flood {
+    fn answered(&self) -> u32 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[test]
-fn quotes_stay_fast_during_a_flood_of_key_halves() {
+fn key_halves_are_taken_at_most_100_a_second_and_quotes_are_answered_during_a_flood() {
     let Some(s) = serve(&[], 3) else { return };
-    let sample = |n: usize| {
-        let mut times: Vec<Duration> = (0..n)
-            .map(|_| {
-                let (status, took) = timed_get(&s, QUOTE);
-                assert_eq!(status, 200);
-                took
-            })
-            .collect();
-        times.sort();
-        times[n / 2]
-    };
-    sample(5);
-    let idle = sample(31);
+    assert_eq!(get(&s, QUOTE), 200, "a quote before the flood");
     // A 256-byte "ciphertext": the agent does the RSA private operation
-    // before it can tell it is not OAEP.
+    // before it can tell it is not OAEP, and answers 400.
     let mut junk = [0u8; 256];
     openssl::rand::rand_bytes(&mut junk).expect("rand");
     junk[0] = 0x01;
     let body = serde_json::json!({"encrypted_key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, junk)}).to_string();
+    let request = format!(
+        "POST /v2.6/keys/vkey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let flood = Flood {
+        answered: std::sync::atomic::AtomicU32::new(0),
+        statuses: std::sync::Mutex::default(),
+    };
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (during, posted) = std::thread::scope(|scope| {
+    let began = Instant::now();
+    let (quotes, during, lasted) = std::thread::scope(|scope| {
         let flooders: Vec<_> = (0..3)
             .map(|_| {
-                let (s, body, stop) = (&s, &body, &stop);
+                let (s, request, stop, flood) = (&s, &request, &stop, &flood);
                 scope.spawn(move || {
-                    let mut sent = 0u32;
                     let mut conn = connect(s);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let request = format!(
-                            "POST /v2.6/keys/vkey HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
+                    let mut last_answer = began;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                         if conn.write_all(request.as_bytes()).is_err() {
                             conn = connect(s);
                             continue;
                         }
                         let mut buf = [0u8; 2048];
-                        if conn.read(&mut buf).map_or(true, |n| n == 0) {
+                        let n = conn.read(&mut buf).unwrap_or(0);
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        let Some(status) = head
+                            .strip_prefix("HTTP/1.1 ")
+                            .and_then(|t| t.get(..3))
+                            .and_then(|c| c.parse::<u16>().ok())
+                        else {
                             conn = connect(s);
-                        }
-                        sent += 1;
+                            continue;
+                        };
+                        last_answer = Instant::now();
+                        *flood.statuses.lock().unwrap().entry(status).or_default() += 1;
+                        flood
+                            .answered
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
-                    sent
+                    last_answer
                 })
             })
             .collect();
-        let flood_began = Instant::now();
-        std::thread::sleep(Duration::from_millis(500));
-        let during = sample(31);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let flood_took = flood_began.elapsed();
-        let posted: u32 = flooders
+        // Quotes while the flood is under way: it must have answered some
+        // halves before the first quote and more after the last.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while flood.answered() < 10 {
+            assert!(Instant::now() < deadline, "the flood got no answers");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let before = flood.answered();
+        let quotes: Vec<u16> = (0..31).map(|_| get(&s, QUOTE)).collect();
+        let during = flood.answered() - before;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let last = flooders
             .into_iter()
             .map(|f| f.join().expect("flooder"))
-            .sum();
-        (during, f64::from(posted) / flood_took.as_secs_f64())
+            .max()
+            .unwrap_or(began);
+        (quotes, during, last.duration_since(began))
     });
-    eprintln!(
-        "quote median idle {idle:?}, during the flood {during:?} ({posted:.0} key halves a second)"
-    );
-    // The agent takes key halves at most 100 a second, whatever is sent.
+    let answered = flood.answered();
+    let statuses = flood.statuses.lock().unwrap().clone();
+    eprintln!("{answered} key halves answered in {lasted:?}, {during} while 31 quotes were served; statuses {statuses:?}");
     assert!(
-        (30.0..=120.0).contains(&posted),
-        "key halves answered at {posted:.0} a second"
+        quotes.iter().all(|s| *s == 200),
+        "quotes during the flood: {quotes:?}"
     );
+    assert!(during > 0, "the flood went on while the quotes were served");
+    // Every half reached the RSA step (400: not OAEP), none was dropped
+    // for lack of room.
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![400],
+        "{statuses:?}"
+    );
+    // The jobs start at least 10 ms apart: in the time from the first
+    // request to the last answer at most one job per 10 ms plus the first.
+    // A slow machine only answers fewer.
+    let allowed = lasted.as_millis() / 10 + 1;
     assert!(
-        during <= idle * 2,
-        "quote median {during:?} during the flood, {idle:?} idle"
+        u128::from(answered) <= allowed,
+        "{answered} key halves answered in {lasted:?}: more than 100 a second"
     );
 }
 
@@ -330,16 +352,24 @@ fn connections_past_max_connections_are_refused_at_once_under_a_low_descriptor_l
     // 40 clients finish the handshake and then say nothing: every place is
     // taken until the head timeout.
     let held: Vec<SslStream<TcpStream>> = (0..40).map(|_| connect(&s)).collect();
-    let mut slowest = Duration::ZERO;
-    for _ in 0..200 {
-        let started = Instant::now();
-        let refused = common::mtls_connect(s.port, &s.cert(), &s.client, Duration::from_secs(10));
-        assert!(refused.is_none(), "a connection past the limit is refused");
-        slowest = slowest.max(started.elapsed());
-    }
+    // Each one past the limit is closed by the agent, not left to time
+    // out (the 10 s read timeout only keeps a broken agent from hanging
+    // the test).
+    let failures: Vec<common::ConnectFailure> = (0..200)
+        .map(|_| {
+            common::mtls_try(s.port, &s.cert(), &s.client, Duration::from_secs(10))
+                .err()
+                .expect("a connection past the limit is refused")
+        })
+        .collect();
     assert!(
-        slowest < Duration::from_secs(2),
-        "each refusal comes at once, not after a timeout: slowest {slowest:?}"
+        failures
+            .iter()
+            .all(|f| *f == common::ConnectFailure::Closed),
+        "every refusal is a close: {:?}",
+        failures
+            .iter()
+            .find(|f| **f != common::ConnectFailure::Closed)
     );
     let during = open_fds(pid);
     assert!(
@@ -355,8 +385,10 @@ fn connections_past_max_connections_are_refused_at_once_under_a_low_descriptor_l
         !log.contains("Too many open files"),
         "the descriptor limit is never reached: {log}"
     );
-    // A place frees up as soon as a held client leaves.
+    // A place frees up once a held client leaves.
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(timed_get(&s, QUOTE).0, 200);
+    assert!(
+        common::wait_until(10, || get(&s, QUOTE) == 200),
+        "a quote once the held clients left"
+    );
 }

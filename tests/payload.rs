@@ -157,13 +157,18 @@ fn a_cert_package_is_delivered() {
     }
 }
 
+/// A revocation action that appends each message it is given, one line
+/// each, to `marker`.
 fn marker_action(dir: &Path, marker: &Path) -> PathBuf {
     let actions = dir.join("actions");
     std::fs::create_dir_all(&actions).expect("mkdir");
     let action = actions.join("record.sh");
     std::fs::write(
         &action,
-        format!("#!/bin/sh\ncp \"$1\" {}\n", marker.display()),
+        format!(
+            "#!/bin/sh\n{{ cat \"$1\"; echo; }} >> {}\n",
+            marker.display()
+        ),
     )
     .expect("action");
     std::fs::set_permissions(&action, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -207,13 +212,18 @@ fn a_signed_revocation_runs_the_other_agents_action_and_forgeries_run_nothing() 
         );
     }
 
-    // Unsigned and forged notifications are answered but run nothing.
+    // Unsigned and forged notifications are answered, each with its
+    // verdict, and run nothing: the action file ends up holding the genuine
+    // message alone.
     let msg =
         serde_json::json!({"type": "revocation", "agent_id": failing.id, "event_id": "forged"})
             .to_string();
     let client = peers.client();
     let server_cert = watcher.dir.path().join("server-cert.crt");
-    for signature in ["", "bm90IGEgc2lnbmF0dXJl"] {
+    for (signature, verdict) in [
+        ("", "Notification not signed; no action taken"),
+        ("bm90IGEgc2lnbmF0dXJl", "Invalid signature; no action taken"),
+    ] {
         let body = serde_json::json!({"msg": msg, "signature": signature}).to_string();
         let (status, reply) = agent_post(
             watcher.port,
@@ -224,13 +234,15 @@ fn a_signed_revocation_runs_the_other_agents_action_and_forgeries_run_nothing() 
         )
         .expect("post");
         assert_eq!(status, 200, "{reply}");
-        assert_ne!(reply["status"], "Success");
+        assert_eq!(reply["status"], verdict, "{reply}");
     }
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert!(
-        !marker.exists(),
-        "a forged or unsigned notification ran an action"
-    );
+    let output = watcher.agent.output();
+    for line in [
+        "event forged) is not signed; no action taken",
+        "event forged) has an invalid signature; no action taken",
+    ] {
+        assert!(output.contains(line), "{line:?} missing:\n{output}");
+    }
 
     // The real thing: PCR 17 changes on one node, the verifier revokes it,
     // and the other node's action runs with the signed message.
@@ -245,10 +257,24 @@ fn a_signed_revocation_runs_the_other_agents_action_and_forgeries_run_nothing() 
         "no action ran:\n{}",
         watcher.agent.output()
     );
-    let event: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&marker).expect("marker")).expect("JSON");
+    assert!(
+        wait_until(10, || watcher
+            .agent
+            .output()
+            .contains("record.sh: exited with status 0")),
+        "the action did not finish:\n{}",
+        watcher.agent.output()
+    );
+    let recorded = std::fs::read_to_string(&marker).expect("marker");
+    let messages: Vec<&str> = recorded.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(messages.len(), 1, "one message acted on: {recorded}");
+    let event: serde_json::Value = serde_json::from_str(messages[0]).expect("JSON");
     assert_eq!(event["agent_id"], failing.id.as_str());
     assert_eq!(event["type"], "revocation");
+    // What the verifier writes and the forgery lacks.
+    assert_ne!(event["event_id"], "forged", "{event}");
+    assert!(event["event_time"].is_string(), "{event}");
+    assert!(event["severity_label"].is_string(), "{event}");
     // The healthy node keeps attesting: back in Get Quote (3) with more
     // quotes than now (on a slow machine it may be between two states).
     let count = peers.verifier_state(&watcher.id).1;

@@ -230,46 +230,41 @@ fn expiring_tokens_are_renewed_without_losing_cycles() {
     let debug = [("RUST_LOG", "info,keylime_agent=debug")];
     let (agent, _) = attested_push_agent(&peers, &dir, &tpm, id, &policy, &ima, &debug);
     let (_, start) = status(&peers, id);
-    std::thread::sleep(Duration::from_secs(30));
+    // Tokens of 8 s: three renewals, each followed by accepted evidence,
+    // take about 24 s of attesting.
+    let renewed_three_times = || {
+        let out = agent.output();
+        out.matches("renewed the verifier token").count() >= 3
+            && out
+                .rfind("renewed the verifier token")
+                .is_some_and(|last| out[last..].contains("evidence accepted"))
+    };
+    assert!(
+        wait_until(90, renewed_three_times),
+        "fewer than three renewals with evidence after them:\n{}",
+        agent.output()
+    );
     let (verdict, end) = status(&peers, id);
     let log = agent.stop();
-    let renewals = log.matches("renewed the verifier token").count();
-    assert!(
-        renewals >= 3,
-        "tokens of 8 s over 30 s: {renewals} renewals\n{log}"
-    );
     assert_eq!(verdict, "PASS");
-    assert!(end - start >= 10, "{} cycles in 30 s", end - start);
-    // No cycle lost: accepted evidence follows the verifier's 2 s pace
-    // (plus a cycle's own time) across every renewal, and nothing failed.
-    let accepted: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("evidence accepted in"))
-        .filter_map(seconds_of_day)
-        .collect();
-    let widest = accepted
-        .windows(2)
-        .map(|w| (w[1] - w[0]).rem_euclid(86_400.0))
-        .fold(0.0, f64::max);
-    assert!(
-        widest < 4.5,
-        "a gap of {widest:.1} s between accepted cycles:\n{log}"
-    );
+    assert!(end > start, "attestations went on: {start} -> {end}");
+    // No cycle lost: from the first accepted evidence on, no cycle failed
+    // and no token was refused (a token used past its expiry gets 401).
     let since_enrolled = log
         .split_once("cycle 1: evidence accepted")
         .map_or("", |(_, after)| after);
+    assert!(!since_enrolled.contains(" WARN "), "a cycle failed:\n{log}");
     assert!(
-        !since_enrolled.contains(" WARN verifier:"),
-        "a cycle failed:\n{log}"
+        !since_enrolled.contains("token refused (401)"),
+        "a token was used past its expiry:\n{log}"
     );
+    // Each renewal came between accepted cycles: accepted evidence before
+    // the first renewal and after the last.
+    let first = log.find("renewed the verifier token").expect("renewal");
+    let last = log.rfind("renewed the verifier token").expect("renewal");
+    assert!(log[..first].contains("evidence accepted"), "{log}");
+    assert!(log[last..].contains("evidence accepted"), "{log}");
     assert!(!log.contains("Bearer"), "the token is never logged");
-}
-
-/// The time of day of a log line (`2026-12-01T06:31:35.186982Z ...`), seconds.
-fn seconds_of_day(line: &str) -> Option<f64> {
-    let time = line.split_once('T')?.1.split_once('Z')?.0;
-    let mut parts = time.split(':').map(|p| p.parse::<f64>().ok());
-    Some(parts.next()?? * 3600.0 + parts.next()?? * 60.0 + parts.next()??)
 }
 
 #[test]

@@ -110,16 +110,13 @@ async fn retry_after_is_honoured_5xx_is_retried_and_403_stops() {
         ],
         "3.0 is never chosen; the path form of registration is used"
     );
-    let gap = |i: usize| seen[i + 1].0 - seen[i].0;
+    // Retry-After: 1 is waited out (a lower bound: a slow machine only
+    // waits longer). Which pause follows a 503 is the policy's backoff,
+    // checked without a clock in the registrar's unit tests.
+    let gap = seen[1].0 - seen[0].0;
     assert!(
-        gap(0) >= Duration::from_millis(950),
-        "Retry-After: 1 honoured, waited {:?}",
-        gap(0)
-    );
-    assert!(
-        gap(1) < Duration::from_millis(900),
-        "503 retried after the 100-200 ms backoff, waited {:?}",
-        gap(1)
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 honoured, waited {gap:?}"
     );
 }
 

@@ -30,8 +30,7 @@ impl Broker {
             .output()
             .is_err()
         {
-            eprintln!("SKIP: tpm2-abrmd is not installed (swtpm-ci/install brings it)");
-            return None;
+            return common::skip("tpm2-abrmd is not installed (swtpm-ci/install brings it)");
         }
         let out = Command::new("dbus-daemon")
             .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])

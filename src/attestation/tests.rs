@@ -30,11 +30,11 @@ fn mask_forms_and_pcr16_always_selected() {
     }
 }
 
-/// PCR 16 after reset and extend with H(pubkey), as the verifier
-/// simulates it: the known answers of PROTOCOL.md §16.2 for a fixed
-/// public key (a test vector), with and without the trailing newline.
+/// What the agent extends PCR 16 with ([`nk_digest`]) gives the PCR value
+/// the verifier simulates: the known answers of PROTOCOL.md §16.2 for a
+/// fixed public key (a test vector), with and without the trailing newline.
 #[test]
-fn pcr16_known_answers() {
+fn the_nk_digest_gives_the_known_pcr16_answers() {
     const KEY: &str = "-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAw3owm7uitOaspMCDlhEv
 bxNgGsxa1MpbHytT/Y9K0sdpTxgay571B8zvLOUbJHEJ0gt4NHY0+/NCzIAzT6kB
@@ -44,9 +44,11 @@ LHOtdW9FP8Dt3YZuchJmyhFDjMKuxF2Zt7YVk9Pg4ZvmJ64CmOtshUj9k+Ctj44Z
 gMS/cIVmMrk7cdUBEBtq8x3g0cARZ5cUb4KB+dO0v/fvZkb4Qt5zwym1eUzmvVfD
 6QIDAQAB
 -----END PUBLIC KEY-----";
+    // The TPM's part: PCR 16 reset to zeros, then extended with what the
+    // agent gives it.
     let pcr16_after = |pem: &str| {
         let mut extended = vec![0u8; 32];
-        extended.extend(openssl::sha::sha256(pem.as_bytes()));
+        extended.extend(nk_digest(HashAlg::Sha256, pem).expect("digest"));
         hex::encode(openssl::sha::sha256(&extended))
     };
     assert_eq!(

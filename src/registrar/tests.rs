@@ -52,3 +52,32 @@ fn no_common_version_names_the_key() {
     assert!(text.contains("offers API 2.0, 2.1, 2.2, 2.3"), "{text}");
     assert!(!err.is_retryable());
 }
+
+#[test]
+fn retry_after_sets_the_pause_else_the_policy_backoff() {
+    let policy = RetryPolicy {
+        max_retries: None,
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(60),
+        jitter: 0.5,
+    };
+    let status = |status: u16, retry_after: Option<u64>| RegistrarError::Status {
+        op: "register",
+        status,
+        retry_after,
+        body: String::new(),
+    };
+    assert_eq!(
+        pause_before(&policy, &status(429, Some(1)), 1, 0.0),
+        Duration::from_secs(1)
+    );
+    // A 503 without Retry-After: the backoff, doubling, jitter shortening.
+    assert_eq!(
+        pause_before(&policy, &status(503, None), 1, 0.0),
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        pause_before(&policy, &status(503, None), 2, 0.5),
+        Duration::from_millis(150)
+    );
+}

@@ -93,7 +93,33 @@ pub fn mtls_connect(
     client: &Client,
     read_timeout: Duration,
 ) -> Option<openssl::ssl::SslStream<TcpStream>> {
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+    mtls_try(port, server_cert, client, read_timeout).ok()
+}
+
+/// Why an mTLS connection did not come up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Nothing listens: the TCP connection was refused.
+    Refused,
+    /// The agent closed (or reset) the connection during the handshake.
+    Closed,
+    /// No answer within the read timeout.
+    TimedOut,
+    /// The handshake failed for another reason (certificates, protocol).
+    Tls(String),
+}
+
+/// An mTLS connection as the verifier makes one, or why there is none.
+pub fn mtls_try(
+    port: u16,
+    server_cert: &Path,
+    client: &Client,
+    read_timeout: Duration,
+) -> Result<openssl::ssl::SslStream<TcpStream>, ConnectFailure> {
+    use openssl::ssl::{
+        ErrorCode, HandshakeError, SslConnector, SslFiletype, SslMethod, SslVerifyMode,
+    };
+    use std::io::ErrorKind;
     let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
     b.set_ca_file(server_cert).expect("ca");
     b.set_certificate_file(&client.cert, SslFiletype::PEM)
@@ -101,12 +127,43 @@ pub fn mtls_connect(
     b.set_private_key_file(&client.key, SslFiletype::PEM)
         .expect("key");
     b.set_verify(SslVerifyMode::PEER);
-    let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let tcp = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(tcp) => tcp,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Err(ConnectFailure::Refused),
+        Err(e) => return Err(ConnectFailure::Tls(e.to_string())),
+    };
     tcp.set_nodelay(true).expect("nodelay");
     tcp.set_read_timeout(Some(read_timeout)).expect("timeout");
     let mut config = b.build().configure().expect("configure");
     config.set_verify_hostname(false);
-    config.connect("127.0.0.1", tcp).ok()
+    match config.connect("127.0.0.1", tcp) {
+        Ok(stream) => Ok(stream),
+        Err(HandshakeError::WouldBlock(_)) => Err(ConnectFailure::TimedOut),
+        Err(HandshakeError::SetupFailure(e)) => Err(ConnectFailure::Tls(e.to_string())),
+        Err(HandshakeError::Failure(mid)) => {
+            let e = mid.error();
+            let io = e.io_error().map(std::io::Error::kind);
+            Err(match (e.code(), io) {
+                (_, Some(ErrorKind::WouldBlock | ErrorKind::TimedOut)) => ConnectFailure::TimedOut,
+                (
+                    _,
+                    Some(
+                        ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::UnexpectedEof
+                        | ErrorKind::BrokenPipe,
+                    ),
+                ) => ConnectFailure::Closed,
+                (ErrorCode::ZERO_RETURN, _) => ConnectFailure::Closed,
+                // EOF in violation of the protocol: the peer closed.
+                (ErrorCode::SYSCALL, None) => ConnectFailure::Closed,
+                (ErrorCode::SSL, _) if e.to_string().contains("unexpected eof") => {
+                    ConnectFailure::Closed
+                }
+                _ => ConnectFailure::Tls(e.to_string()),
+            })
+        }
+    }
 }
 
 /// What a peer sends on `conn` until it closes, the read times out, or
