@@ -358,8 +358,7 @@ fn connections_past_max_connections_are_refused_at_once_under_a_low_descriptor_l
     let failures: Vec<common::ConnectFailure> = (0..200)
         .map(|_| {
             common::mtls_try(s.port, &s.cert(), &s.client, Duration::from_secs(10))
-                .err()
-                .expect("a connection past the limit is refused")
+                .expect_err("a connection past the limit is refused")
         })
         .collect();
     assert!(
