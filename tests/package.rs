@@ -3,7 +3,9 @@
 //! modes, conffile and account checked, its units passed through
 //! `systemd-analyze verify`, the installed binary run against swtpm and the
 //! real 7.14.3 registrar with the installed config and the service unit's
-//! credentials (root without capabilities), and then removed and purged.
+//! credentials (root without capabilities), then the installed unit under
+//! the real systemd (booted as PID 1 of its own namespaces: sandbox,
+//! notify, watchdog restart), and then removed and purged.
 //!
 //! The machine's own `keylime` account (made by `swtpm-ci/install` for the
 //! `run_as` tests) is moved aside for the first install, so the package's
@@ -169,6 +171,175 @@ fn service_credentials_wrapper(dir: &Path) -> PathBuf {
     .expect("wrapper");
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     wrapper
+}
+
+/// The installed `keylime_agent.service` run by systemd (as PID 1 of its
+/// own namespaces): started, it is READY only once registered, runs inside
+/// its sandbox (a read-only root, the system-call filter, no capabilities,
+/// the `keylime` user) and serves quotes; a TPM owner stuck in a TPM call
+/// stops the watchdog pings and systemd restarts the agent, which comes
+/// back by itself; `systemctl stop` ends it cleanly. The test's drop-in
+/// adds only the test's TPM, ports and CA, a short watchdog and restart
+/// pause, and `DefaultDependencies=no`.
+fn under_systemd(peers: &Peers, tpm: &Swtpm, env: &[(&str, &str)], dir: &Path, uid: u32) {
+    const UNIT: &str = "keylime_agent.service";
+    let units = dir.join("units");
+    let service_d = units.join("keylime_agent.service.d");
+    let mount_d = units.join("var-lib-keylime-secure.mount.d");
+    std::fs::create_dir_all(&service_d).expect("drop-in dir");
+    std::fs::create_dir_all(&mount_d).expect("drop-in dir");
+    std::fs::write(
+        units.join("keylime-test.target"),
+        "[Unit]\nDescription=the package test\nDefaultDependencies=no\n",
+    )
+    .expect("target");
+    let log = dir.join("agent-under-systemd.log");
+    let mut drop_in = format!(
+        "[Unit]\nDefaultDependencies=no\n[Service]\nWatchdogSec=3s\nRestartSec=1s\n\
+         StandardOutput=append:{}\nStandardError=inherit\nEnvironment=\"TCTI={}\"\n",
+        log.display(),
+        tpm.tcti()
+    );
+    // PrivateTmp hides the test's CA under /tmp: it goes where an operator
+    // keeps it, the default `cv_ca/cacert.crt` in /var/lib/keylime.
+    let ca_dir = Path::new("/var/lib/keylime/cv_ca");
+    std::fs::create_dir_all(ca_dir).expect("cv_ca");
+    std::fs::set_permissions(ca_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::copy(peers.cv_ca().join("cacert.crt"), ca_dir.join("cacert.crt")).expect("CA");
+    for (key, value) in env {
+        if *key != "KEYLIME_AGENT_TRUSTED_CLIENT_CA" {
+            drop_in.push_str(&format!("Environment=\"{key}={value}\"\n"));
+        }
+    }
+    std::fs::write(service_d.join("test.conf"), drop_in).expect("drop-in");
+    std::fs::write(
+        mount_d.join("test.conf"),
+        "[Unit]\nDefaultDependencies=no\n",
+    )
+    .expect("drop-in");
+    let Some(systemd) = common::systemd::Systemd::boot(&units, &dir.join("systemd.log")) else {
+        return;
+    };
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Type=notify: `start` returns once the agent said READY.
+    let (started, text) = systemd.systemctl(&["start", UNIT]);
+    assert!(started, "systemctl start: {text}\n{}", agent_log());
+    assert_eq!(systemd.property(UNIT, "ActiveState"), "active");
+    assert!(
+        systemd
+            .property(UNIT, "StatusText")
+            .starts_with(&format!("registered as {ID}")),
+        "{}",
+        systemd.property(UNIT, "StatusText")
+    );
+    let first = systemd.main_pid(UNIT).expect("main pid");
+    let status = |pid: u32, field: &str| {
+        common::proc_status(pid, field).unwrap_or_else(|| panic!("no {field}"))
+    };
+    assert_eq!(
+        status(first, "Seccomp"),
+        "2",
+        "the system-call filter is on"
+    );
+    assert_eq!(status(first, "NoNewPrivs"), "1");
+    assert_eq!(status(first, "CapEff"), "0000000000000000");
+    assert_eq!(
+        status(first, "Uid").split_whitespace().next(),
+        Some(uid.to_string().as_str())
+    );
+    let mounts = std::fs::read_to_string(format!("/proc/{first}/mountinfo")).expect("mountinfo");
+    let options = |point: &str| {
+        mounts
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some(point))
+            .and_then(|l| l.split(' ').nth(5).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {point} in\n{mounts}"))
+    };
+    // ProtectSystem=strict: the whole tree read-only but what the unit
+    // lists.
+    assert!(
+        options("/").starts_with("ro"),
+        "ProtectSystem: / {}",
+        options("/")
+    );
+    assert!(
+        options("/var/lib/keylime").starts_with("rw"),
+        "ReadWritePaths: {}",
+        options("/var/lib/keylime")
+    );
+    let port: u16 = env
+        .iter()
+        .find(|(k, _)| *k == "KEYLIME_AGENT_PORT")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("port");
+    let quote = |nonce: &str| {
+        common::https_get(
+            port,
+            &format!("/v2.6/quotes/identity?nonce={nonce}"),
+            Path::new("/var/lib/keylime/server-cert.crt"),
+            Some(&peers.client()),
+        )
+        .map(|(status, _)| status)
+    };
+    assert_eq!(quote("systemd0123").ok(), Some(200), "{}", agent_log());
+
+    // A TPM call that never returns: the pings stop, systemd restarts the
+    // agent, and once the TPM answers again the new one serves.
+    let before_stop = agent_log().len();
+    tpm.signal("STOP");
+    let stuck = std::thread::spawn({
+        let (port, client) = (port, peers.client());
+        move || {
+            common::https_get(
+                port,
+                "/v2.6/quotes/identity?nonce=stuck0123",
+                Path::new("/var/lib/keylime/server-cert.crt"),
+                Some(&client),
+            )
+        }
+    });
+    let restarted = common::wait_until(60, || systemd.property(UNIT, "NRestarts") != "0");
+    tpm.signal("CONT");
+    assert!(
+        restarted,
+        "no restart by the watchdog: {}\n{}",
+        systemd.systemctl(&["status", UNIT]).1,
+        agent_log()
+    );
+    let _ = stuck.join();
+    assert!(
+        common::wait_until(60, || systemd.property(UNIT, "ActiveState") == "active"
+            && systemd.main_pid(UNIT).is_some_and(|pid| pid != first)),
+        "the restarted agent did not come up: {}\n{}",
+        systemd.systemctl(&["status", UNIT]).1,
+        agent_log()
+    );
+    assert_eq!(quote("again0123").ok(), Some(200), "{}", agent_log());
+    // Nothing else ended the first agent: it logged no error, no panic
+    // and no stop before the second one started (Restart=on-failure fires
+    // on an exit, a signal or the watchdog; the test sent no signal).
+    let log_text = agent_log();
+    let since_stop = &log_text[before_stop..];
+    let second_start = since_stop
+        .find("registered and activated")
+        .unwrap_or_else(|| panic!("no second registration:\n{log_text}"));
+    let first_run = &since_stop[..second_start];
+    for sign in [" ERROR ", "panicked", &format!("agent {ID} stopped")] {
+        assert!(
+            !first_run.contains(sign),
+            "{sign:?} before the restart:\n{first_run}"
+        );
+    }
+
+    let (stopped, text) = systemd.systemctl(&["stop", UNIT]);
+    assert!(stopped, "systemctl stop: {text}");
+    assert_eq!(systemd.property(UNIT, "ActiveState"), "inactive");
+    assert!(
+        agent_log().contains(&format!("agent {ID} stopped")),
+        "{}",
+        agent_log()
+    );
 }
 
 fn mode(path: &str) -> u32 {
@@ -425,14 +596,12 @@ fn the_package_installs_runs_against_the_real_registrar_and_removes_cleanly() {
     assert_eq!(owner("/var/lib/keylime/secure"), (uid, tss_gid));
     let log = again.stop();
     assert!(log.contains(&format!("agent {ID} stopped")), "{log}");
-    assert!(
-        Path::new("/var/lib/keylime/agent_data.json").exists()
-            || std::fs::read_dir("/var/lib/keylime")
-                .expect("state")
-                .count()
-                > 0,
-        "the agent kept its state in /var/lib/keylime"
-    );
+    // The AK the second start reloaded is kept root's and private.
+    assert_eq!(owner("/var/lib/keylime/agent_data.json"), (0, 0));
+    assert_eq!(mode("/var/lib/keylime/agent_data.json"), 0o600);
+
+    // The installed unit under the real service manager.
+    under_systemd(&peers, &tpm, &env, out_dir.path(), uid);
 
     // Remove: the binaries and units go; the agent's identity, its
     // account and the conffile stay.

@@ -7,7 +7,8 @@
 //! One file per subject: `process` (paths, ports, `/proc`, skipping,
 //! polling), `swtpm`, `peers` (the Keylime releases), `agent` (config, state
 //! directory, the running agent), `evidence` (boot and IMA logs), `pki`
-//! (test CAs, AK signatures), `http` (curl and raw mTLS).
+//! (test CAs, AK signatures), `http` (curl and raw mTLS), `systemd` (the
+//! real service manager in its own namespaces).
 
 #![allow(
     dead_code,
@@ -33,6 +34,7 @@ mod peers;
 mod pki;
 mod process;
 mod swtpm;
+pub mod systemd;
 
 pub use agent::*;
 pub use evidence::*;
