@@ -132,7 +132,7 @@ fn a_zip_payload_is_extracted_and_its_autorun_script_runs() {
 }
 
 #[test]
-fn a_cert_package_is_delivered() {
+fn a_cert_package_is_delivered_byte_for_byte_and_private() {
     let Some(peers) = Peers::start("all") else {
         return;
     };
@@ -142,6 +142,9 @@ fn a_cert_package_is_delivered() {
     };
     let ca = peers.init_ca();
     node.add(&peers, &["--cert", ca.to_str().expect("utf8")]);
+    // The tenant's CA made a certificate and key for the agent; the package
+    // carries them, the CA and the revocation certificate, byte for byte,
+    // each readable by the agent's user alone.
     for name in [
         format!("{id}-cert.crt"),
         format!("{id}-private.pem"),
@@ -154,7 +157,31 @@ fn a_cert_package_is_delivered() {
             "{name} not delivered:\n{}",
             node.agent.output()
         );
+        let delivered = std::fs::read(&path).expect("delivered");
+        let made =
+            std::fs::read(ca.join(&name)).unwrap_or_else(|e| panic!("{name} in the CA: {e}"));
+        assert_eq!(delivered, made, "{name} differs from the CA's");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{name} is mode {mode:o}");
     }
+    let cert = openssl::x509::X509::from_pem(
+        &std::fs::read(node.unzipped().join(format!("{id}-cert.crt"))).expect("cert"),
+    )
+    .expect("PEM certificate");
+    let key = openssl::pkey::PKey::private_key_from_pem(
+        &std::fs::read(node.unzipped().join(format!("{id}-private.pem"))).expect("key"),
+    )
+    .expect("PEM key");
+    assert!(
+        cert.public_key().expect("public").public_eq(&key),
+        "the key is the certificate's"
+    );
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().as_utf8().ok().map(|s| s.to_string()));
+    assert_eq!(cn.as_deref(), Some(id), "issued to the agent");
 }
 
 /// A revocation action that appends each message it is given, one line

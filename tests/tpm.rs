@@ -9,9 +9,9 @@ mod common;
 use std::path::Path;
 
 use common::{write_config, Swtpm};
-use keylime_agent::agent::AgentCore;
+use keylime_agent::agent::{AgentCore, AgentError};
 use keylime_agent::config::Config;
-use keylime_agent::tpm::CredentialBlob;
+use keylime_agent::tpm::{CredentialBlob, TpmError};
 
 fn config(dir: &Path, tpm: &Swtpm, uuid: &str, extra: &[&str]) -> Config {
     let mut lines = common::agent_lines(dir, uuid, None);
@@ -190,7 +190,12 @@ async fn the_endorsement_password_is_used_in_plain_and_hex_form() {
     let err = AgentCore::prepare(&without)
         .await
         .expect_err("no password, no EK");
-    assert!(err.to_string().contains("TPM"), "{err}");
+    // TPM_RC_BAD_AUTH (0x9a2) from the TPM, while creating the EK.
+    match &err {
+        AgentError::Tpm(TpmError::Tss { op, .. }) => assert_eq!(*op, "creating the EK", "{err}"),
+        other => panic!("not the TPM's refusal: {other:?}"),
+    }
+    assert!(err.to_string().contains("0x000009a2"), "{err}");
     assert_eq!(
         tpm.transient_handles(),
         Vec::<u32>::new(),
