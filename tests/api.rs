@@ -758,3 +758,100 @@ fn a_bank_the_tpm_lacks_stops_the_agent_at_start_naming_tpm_hash_alg() {
         "{output}"
     );
 }
+
+/// A client of the trusted CA that speaks only `version`, with a hook to
+/// count the sessions (TLS 1.3 tickets, TLS 1.2 session ids) the server
+/// lets it keep; `resume` offers a saved session.
+fn tls_client(
+    s: &common::Served,
+    version: openssl::ssl::SslVersion,
+    sessions: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    resume: Option<&openssl::ssl::SslSession>,
+) -> Result<openssl::ssl::SslStream<std::net::TcpStream>, String> {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSessionCacheMode, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    // Old protocols need the lowest security level on the client's side;
+    // the agent's side is what is tested.
+    b.set_security_level(0);
+    b.set_cipher_list("DEFAULT:@SECLEVEL=0").expect("ciphers");
+    b.set_min_proto_version(Some(version)).expect("min");
+    b.set_max_proto_version(Some(version)).expect("max");
+    b.set_ca_file(s.cert()).expect("ca");
+    b.set_certificate_file(&s.client.cert, SslFiletype::PEM)
+        .expect("cert");
+    b.set_private_key_file(&s.client.key, SslFiletype::PEM)
+        .expect("key");
+    b.set_verify(SslVerifyMode::PEER);
+    b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+    let counter = sessions.clone();
+    b.set_new_session_callback(move |_, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut config = b.build().configure().expect("configure");
+    config.set_verify_hostname(false);
+    if let Some(session) = resume {
+        #[allow(unsafe_code)]
+        // SAFETY: `session` was made by a context with the same settings.
+        unsafe {
+            config.set_session(session).expect("offer the session");
+        }
+    }
+    config.connect("127.0.0.1", tcp).map_err(|e| e.to_string())
+}
+
+/// One request and the whole answer on `conn`; its status.
+fn exchange(conn: &mut openssl::ssl::SslStream<std::net::TcpStream>) -> u16 {
+    use std::io::Write;
+    conn.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let answer = common::read_answer(conn, |_| false);
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn tls_is_1_2_or_1_3_only_without_tickets_or_resumption() {
+    use openssl::ssl::SslVersion;
+    let Some(s) = serve(&[], 0) else { return };
+    let sessions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for old in [SslVersion::TLS1, SslVersion::TLS1_1] {
+        let refused = tls_client(&s, old, &sessions, None).expect_err("an old protocol");
+        assert!(
+            refused.contains("protocol version") || refused.contains("unsupported protocol"),
+            "{old:?}: {refused}"
+        );
+    }
+    for version in [SslVersion::TLS1_2, SslVersion::TLS1_3] {
+        let before = sessions.load(std::sync::atomic::Ordering::SeqCst);
+        let mut conn = tls_client(&s, version, &sessions, None).expect("a current protocol");
+        assert_eq!(exchange(&mut conn), 200, "{version:?}");
+        assert_eq!(
+            conn.ssl().version_str(),
+            if version == SslVersion::TLS1_3 {
+                "TLSv1.3"
+            } else {
+                "TLSv1.2"
+            }
+        );
+        // No ticket arrived (TLS 1.3 NewSessionTicket, TLS 1.2 ticket).
+        assert_eq!(
+            sessions.load(std::sync::atomic::Ordering::SeqCst),
+            before,
+            "{version:?}: a session ticket was sent"
+        );
+        // Whatever session the client holds, offering it again makes a
+        // full handshake.
+        if let Some(session) = conn.ssl().session().map(|s| s.to_owned()) {
+            let mut again =
+                tls_client(&s, version, &sessions, Some(&session)).expect("second connection");
+            assert!(!again.ssl().session_reused(), "{version:?} session resumed");
+            assert_eq!(exchange(&mut again), 200);
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use openssl::asn1::Asn1Time;
 use openssl::ssl::{
-    SslAcceptor, SslAcceptorBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode,
+    SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{CrlStatus, X509Crl, X509VerifyResult, X509};
@@ -100,9 +100,14 @@ pub fn acceptor(
     }
     // The verifier opens a fresh connection per poll and never resumes a
     // session: TLS 1.3 session tickets would be two extra records (and two
-    // ticket encryptions) on every connection for nothing.
+    // ticket encryptions) on every connection for nothing. No tickets in
+    // TLS 1.2 either, no session cache; a client that offers a session
+    // anyway gets a full handshake (the context id keeps OpenSSL from
+    // answering such an offer with an internal-error alert).
     builder.set_num_tickets(0)?;
+    builder.set_options(SslOptions::NO_TICKET);
     builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    builder.set_session_id_context(b"keylime-agent")?;
     Ok(builder)
 }
 
