@@ -58,7 +58,7 @@ APT_PACKAGES=(
     swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0
     python3-venv python3-gpg libssl-dev pkg-config clang libclang-dev
     openssl procps curl python3 util-linux passwd dpkg-dev systemd
-    tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-bin libefivar1
+    tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-bin libefivar1 strace
 )
 
 log() { printf '[swtpm-ci] %s\n' "$*" >&2; }

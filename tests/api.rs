@@ -34,7 +34,7 @@ fn tls_refusal(
     client: Option<&Client>,
 ) -> Option<String> {
     use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
     b.set_ca_file(server_cert).expect("ca");
     if let Some(c) = client {
@@ -854,4 +854,84 @@ fn tls_is_1_2_or_1_3_only_without_tickets_or_resumption() {
             assert_eq!(exchange(&mut again), 200);
         }
     }
+}
+
+/// The agent's end of `conn`, read from its own descriptor table (through
+/// pidfd_getfd, as root): whether TCP_NODELAY is set on it.
+fn nodelay_on_agent_side(agent_pid: u32, agent_port: u16, conn: &std::net::TcpStream) -> bool {
+    let client_port = conn.local_addr().expect("addr").port();
+    // The socket's inode: local port = the agent's, remote = ours (hex).
+    let table =
+        std::fs::read_to_string(format!("/proc/{agent_pid}/net/tcp")).expect("/proc/net/tcp");
+    let inode = table
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+            (port(f[1]) == Some(agent_port) && port(f[2]) == Some(client_port))
+                .then(|| f[9].to_string())
+        })
+        .expect("the agent's socket for this connection");
+    let fd = std::fs::read_dir(format!("/proc/{agent_pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .find(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|t| t.to_string_lossy() == format!("socket:[{inode}]"))
+        })
+        .and_then(|e| e.file_name().to_str().map(str::to_string))
+        .expect("the descriptor");
+    let script = "import os, ctypes, socket, sys\n\
+        pid, fd = int(sys.argv[1]), int(sys.argv[2])\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        got = libc.syscall(438, os.pidfd_open(pid), fd, 0)\n\
+        assert got >= 0, os.strerror(ctypes.get_errno())\n\
+        s = socket.socket(fileno=got)\n\
+        print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &agent_pid.to_string(), &fd])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text != "0"
+}
+
+#[test]
+fn the_agent_sets_tcp_nodelay_on_its_connections() {
+    let Some(s) = serve(&[], 0) else { return };
+    let mut conn = common::mtls_connect(
+        s.port,
+        &s.cert(),
+        &s.client,
+        std::time::Duration::from_secs(10),
+    )
+    .expect("connection");
+    assert_eq!(exchange_keep(&mut conn), 200);
+    assert!(
+        nodelay_on_agent_side(s.agent.pid(), s.port, conn.get_ref()),
+        "TCP_NODELAY is off on the agent's socket"
+    );
+}
+
+/// One request on a kept-open connection; its status.
+fn exchange_keep(conn: &mut openssl::ssl::SslStream<std::net::TcpStream>) -> u16 {
+    use std::io::Write;
+    conn.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let answer = common::read_answer(conn, |b| {
+        let t = String::from_utf8_lossy(b);
+        t.split_once("\r\n\r\n")
+            .is_some_and(|(_, body)| body.ends_with('}'))
+    });
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }

@@ -398,3 +398,86 @@ fn info_json_names_the_tpm_manufacturer_and_pcr_banks() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l == "tpm.manufacturer: IBM"), "{text}");
 }
+
+/// The audit file's claim, seen in the system calls: each record is one
+/// write to the file and is synced (fdatasync) before the next record is
+/// written. The agent runs under strace with the real registrar.
+#[test]
+fn each_audit_record_is_synced_before_the_next_is_written() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        common::skip::<()>("strace is not installed (swtpm-ci/install brings it)");
+        return;
+    }
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let audit = dir.path().join("audit.jsonl");
+    let trace = dir.path().join("trace");
+    let id = "4d5e6f70-8192-4a3b-8c4d-5e6f70819203";
+    let mut lines = common::agent_lines(dir.path(), id, Some(&peers));
+    lines.push(format!("audit_log = {:?}", audit.display().to_string()));
+    let config = common::write_config(dir.path(), &lines);
+    let wrapper = dir.path().join("traced-agent");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec strace -f -qq -y -e trace=write,fdatasync,fsync -o {} {} \"$@\"\n",
+            trace.display(),
+            common::AGENT_BIN
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut agent = Agent::spawn_logged(
+        wrapper.to_str().expect("path"),
+        &config,
+        dir.path().join("agent.log"),
+        &tpm.tcti(),
+        &[],
+    );
+    agent.wait_for("registered and activated", 60);
+    let records = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(wait_until(10, || records() >= 3), "{}", agent.output());
+    // Stop the traced agent itself (strace's child); strace ends with it.
+    let traced = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", agent.pid()))
+        .ok()
+        .and_then(|c| {
+            c.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        })
+        .expect("the traced agent");
+    let _ = Command::new("kill")
+        .args(["-TERM", &traced.to_string()])
+        .status();
+    assert!(agent.wait_exit(30).is_some(), "the agent did not stop");
+    let written = records();
+    // The calls on the audit file, in order: W for a write, S for a sync.
+    let name = audit.display().to_string();
+    let calls: String = std::fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .filter(|l| l.contains(&format!("<{name}>")))
+        .filter_map(|l| {
+            if l.contains("fdatasync(") || l.contains("fsync(") {
+                Some('S')
+            } else if l.contains("write(") {
+                Some('W')
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        "WS".repeat(written),
+        "{written} records: each one write, then a sync"
+    );
+}

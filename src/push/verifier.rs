@@ -290,6 +290,16 @@ mod tests {
         assert!(!token(None).needs_renewal(now + Duration::from_secs(3600)));
     }
 
+    /// Compiles only while the token's value is held in a type that wipes
+    /// its memory when dropped.
+    #[test]
+    fn the_token_value_is_wiped_when_dropped() {
+        fn wiped_on_drop(_: &impl zeroize::ZeroizeOnDrop) {}
+        let t = token(None);
+        wiped_on_drop(&t.value);
+        assert_eq!(t.value.as_str(), "session.secret");
+    }
+
     #[test]
     fn the_token_never_shows_in_debug_output() {
         let text = format!("{:?}", token(None));
