@@ -310,3 +310,97 @@ fn push_settings_are_checked_at_start_with_one_line() {
         );
     }
 }
+
+/// Against a FAKE verifier (the real one cannot be made to answer 429 and
+/// 503 on demand): a 429 and a 503 with `Retry-After: 2` each hold the next
+/// request back at least 2 s; after that every session request fails (500),
+/// and the agent still opens at most 10 sessions a minute: the 11th comes at
+/// least 60 s after the first.
+#[test]
+fn push_honours_retry_after_and_opens_at_most_ten_sessions_a_minute() {
+    use common::fake::{ip_server_identity, tls_acceptor, FakePeer};
+    use std::io::Write;
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = ip_server_identity(pki.path());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answer: common::fake::Answer = {
+        let answered = answered.clone();
+        std::sync::Arc::new(move |_: &str, w: &mut dyn Write| {
+            let n = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = match n {
+                0 => "429 Too Many Requests\r\nRetry-After: 2",
+                1 => "503 Service Unavailable\r\nRetry-After: 2",
+                _ => "500 Internal Server Error",
+            };
+            let body = r#"{"errors": [{"status": "500", "detail": "fake"}]}"#;
+            write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Type: application/vnd.api+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        })
+    };
+    let fake = FakePeer::start(Some(tls_acceptor(&cert, &key)), answer);
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    let ima = dir.path().join("ima");
+    std::fs::write(&ima, "").expect("ima");
+    let mut lines = common::agent_lines(
+        dir.path(),
+        "9e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b",
+        Some(&peers),
+    );
+    lines.push(format!(
+        "verifier_url = \"https://127.0.0.1:{}\"",
+        fake.port
+    ));
+    lines.push(format!(
+        "verifier_tls_ca_cert = {:?}",
+        ca.display().to_string()
+    ));
+    lines.push(format!("ima_ml_path = {:?}", ima.display().to_string()));
+    let config = common::write_config(dir.path(), &lines);
+    let mut agent = Agent::spawn_push(&config, &tpm.tcti(), &[]);
+    agent.wait_for("registered and activated", 30);
+    assert!(
+        wait_until(120, || fake.requests() >= 11),
+        "{:?}\n{}",
+        fake.seen(),
+        agent.output()
+    );
+    let seen = fake.seen_at();
+    assert!(
+        seen.iter()
+            .take(11)
+            .all(|(_, line)| line.starts_with("POST /v3.0/sessions")),
+        "only session requests: {:?}",
+        fake.seen()
+    );
+    let gap = |i: usize| seen[i + 1].0.duration_since(seen[i].0);
+    assert!(
+        gap(0) >= Duration::from_millis(1900),
+        "after the 429: {:?}",
+        gap(0)
+    );
+    assert!(
+        gap(1) >= Duration::from_millis(1900),
+        "after the 503: {:?}",
+        gap(1)
+    );
+    let eleventh = seen[10].0.duration_since(seen[0].0);
+    assert!(
+        eleventh >= Duration::from_secs(59),
+        "11 sessions in {eleventh:?}:\n{}",
+        agent.output()
+    );
+    assert!(
+        agent
+            .output()
+            .contains("10 verifier sessions in the last minute"),
+        "{}",
+        agent.output()
+    );
+}

@@ -8,7 +8,8 @@
 //! polling), `swtpm`, `peers` (the Keylime releases), `agent` (config, state
 //! directory, the running agent), `evidence` (boot and IMA logs), `pki`
 //! (test CAs, AK signatures), `http` (curl and raw mTLS), `systemd` (the
-//! real service manager in its own namespaces).
+//! real service manager in its own namespaces), `fake` (FAKE peers for
+//! faults the real ones cannot produce).
 
 #![allow(
     dead_code,
@@ -29,6 +30,7 @@ use tss_esapi::structures::CapabilityData;
 
 mod agent;
 mod evidence;
+pub mod fake;
 mod http;
 mod peers;
 mod pki;
