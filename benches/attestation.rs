@@ -19,16 +19,17 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{free_port, ima_entries, make_ca_and_client, write_config, Agent, Client, Swtpm};
+use common::{free_port, ima_entries, make_ca_and_client, write_config, Agent, Swtpm};
 use keylime_agent::tpm::QuoteRequest;
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
 use support::{
     row, rss_breakdown, rss_kib, stats, thread_names, timed, tpm_cost, tpm_first_start_ms,
+    TlsClient,
 };
 
 const SAMPLES: usize = 200;
@@ -441,101 +442,4 @@ fn scrape(port: u16) -> usize {
     conn.read_to_end(&mut body).expect("read");
     assert!(body.starts_with(b"HTTP/1.1 200"), "metrics answered");
     body.len()
-}
-
-/// A minimal HTTP/1.1-over-mTLS client, so the figures measure the agent,
-/// not a client library.
-struct TlsClient {
-    port: u16,
-    connector: SslConnector,
-}
-
-impl TlsClient {
-    fn new(port: u16, server_cert: &Path, client: &Client) -> Self {
-        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-        b.set_ca_file(server_cert).expect("ca");
-        b.set_certificate_file(&client.cert, SslFiletype::PEM)
-            .expect("cert");
-        b.set_private_key_file(&client.key, SslFiletype::PEM)
-            .expect("key");
-        b.set_verify(SslVerifyMode::PEER);
-        Self {
-            port,
-            connector: b.build(),
-        }
-    }
-
-    fn connect(&self) -> SslStream<TcpStream> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        let mut config = self.connector.configure().expect("configure");
-        config.set_verify_hostname(false);
-        config.connect("agent", tcp).expect("handshake")
-    }
-
-    /// One request on a new connection; returns the body size.
-    fn fresh(&self, path: &str) -> usize {
-        let mut conn = self.connect();
-        self.on(&mut conn, path)
-    }
-
-    /// One request on an open connection; returns the body size.
-    fn on(&self, conn: &mut SslStream<TcpStream>, path: &str) -> usize {
-        write!(conn, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").expect("write");
-        read_response(conn)
-    }
-
-    fn throughput(&self, clients: usize, path: &str, total: usize) -> f64 {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..clients {
-                s.spawn(|| {
-                    for _ in 0..total / clients {
-                        self.fresh(path);
-                    }
-                });
-            }
-        });
-        (total / clients * clients) as f64 / start.elapsed().as_secs_f64()
-    }
-}
-
-/// Reads one response (Content-Length or chunked); panics on a non-200.
-fn read_response(conn: &mut SslStream<TcpStream>) -> usize {
-    let mut reader = BufReader::new(conn);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("status");
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("header");
-        let header = line.trim_end().to_ascii_lowercase();
-        if header.is_empty() {
-            break;
-        }
-        if let Some(v) = header.strip_prefix("content-length:") {
-            length = v.trim().parse::<usize>().ok();
-        }
-        if header.starts_with("transfer-encoding:") && header.contains("chunked") {
-            chunked = true;
-        }
-    }
-    if !chunked {
-        let mut body = vec![0u8; length.expect("content-length")];
-        reader.read_exact(&mut body).expect("body");
-        return body.len();
-    }
-    let mut total = 0;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("chunk size");
-        let size = usize::from_str_radix(line.trim(), 16).expect("hex size");
-        let mut chunk = vec![0u8; size + 2];
-        reader.read_exact(&mut chunk).expect("chunk");
-        total += size;
-        if size == 0 {
-            return total;
-        }
-    }
 }

@@ -3,6 +3,11 @@
 
 #![allow(dead_code)]
 
+mod client;
+
+#[allow(unused_imports)]
+pub use client::TlsClient;
+
 use std::path::Path;
 use std::time::Instant;
 
