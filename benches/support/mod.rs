@@ -14,8 +14,9 @@ use std::time::Instant;
 use crate::common::{self, write_config, Swtpm};
 use keylime_agent::tpm::{QuoteRequest, Tpm, TpmConfig};
 
-pub fn row(name: &str, (median, p95): &(f64, f64)) {
-    println!("{name:<52} {median:>8.2} ms {p95:>8.2} ms");
+/// A latency row: median and p95, and how many samples they come from.
+pub fn row(name: &str, (median, p95): &(f64, f64), samples: usize) {
+    println!("{name:<52} {median:>8.2} ms {p95:>8.2} ms  ({samples} samples)");
 }
 
 pub fn timed(f: impl FnOnce() -> usize) -> f64 {
