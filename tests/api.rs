@@ -51,16 +51,31 @@ fn tls_refusal(
     config.set_verify_hostname(false);
     // TLS 1.3: the server judges the client's certificate after the
     // client's side of the handshake is done; its alert comes on the
-    // first read.
+    // first read. It is read before anything is written: a write after the
+    // server closed would draw a reset that discards the alert.
     let mut conn = match config.connect("127.0.0.1", tcp) {
         Ok(conn) => conn,
         Err(e) => return Some(e.to_string()),
     };
+    conn.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match conn.ssl_read(&mut buf) {
+        Ok(_) => return Some("data before any request".into()),
+        Err(e)
+            if e.io_error()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::WouldBlock) => {}
+        Err(e) => return Some(e.to_string()),
+    }
+    // Nothing came: the client was accepted; a request is answered.
+    conn.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
     if let Err(e) = conn.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     {
         return Some(e.to_string());
     }
-    let mut buf = [0u8; 64];
     match conn.ssl_read(&mut buf) {
         Ok(n) if n > 0 => None,
         Ok(_) => Some("closed without an answer".into()),
