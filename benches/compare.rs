@@ -34,7 +34,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{free_port, ima_entries, write_config, Agent, Peers, Swtpm, AGENT_BIN};
+use common::{
+    free_port, ima_entries, write_config, Agent, Peers, Swtpm, AGENT_BIN, PUSH_AGENT_BIN,
+};
 use support::{stats, timed, TlsClient};
 
 const IMA_ENTRIES: usize = 100_000;
@@ -172,6 +174,17 @@ impl Subject {
     }
 }
 
+impl Drop for Subject {
+    fn drop(&mut self) {
+        self.stop();
+        // An agent running as root mounts its secure tmpfs in the state
+        // directory; one that leaves it mounted would keep the directory
+        // from being removed.
+        let secure = self.dir.path().join("secure");
+        let _ = std::process::Command::new("umount").arg(&secure).status();
+    }
+}
+
 /// utime + stime of `pid`, ms.
 fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
@@ -210,18 +223,164 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let Some(other) = args
-        .iter()
-        .position(|a| a == "--against")
-        .and_then(|i| args.get(i + 1))
-    else {
-        println!("compare: no --against BIN given, nothing to compare (see the bench's doc)");
+    let given = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|bin| {
+                std::fs::canonicalize(bin)
+                    .unwrap_or_else(|e| panic!("{flag} {bin}: {e}"))
+                    .display()
+                    .to_string()
+            })
+    };
+    let (pull, push) = (given("--against"), given("--against-push"));
+    if pull.is_none() && push.is_none() {
+        println!("compare: no --against BIN or --against-push BIN given, nothing to compare (see the bench's doc)");
+    }
+    if let Some(other) = pull {
+        compare_pull(&other);
+    }
+    if let Some(other) = push {
+        compare_push(&other);
+    }
+}
+
+/// Both push agents attesting at once to one real 7.14.3 verifier in push
+/// mode for `PUSH_WINDOW`: cycles each completed (the verifier's "Created
+/// attestation" lines), the agent's CPU per cycle, and its memory.
+fn compare_push(other: &str) {
+    let Some(peers) = Peers::start_push("all", &[("KEYLIME_VERIFIER_QUOTE_INTERVAL", "0")]) else {
+        println!(
+            "compare: push rows cannot run: the Keylime peers are not installed (swtpm-ci/install)"
+        );
         return;
     };
-    let other = std::fs::canonicalize(other)
-        .unwrap_or_else(|e| panic!("--against {other}: {e}"))
-        .display()
-        .to_string();
+    struct Pusher {
+        _tpm: Swtpm,
+        _dir: tempfile::TempDir,
+        id: String,
+        agent: Agent,
+    }
+    let mut pushers = Vec::new();
+    for (n, binary) in [PUSH_AGENT_BIN, other].into_iter().enumerate() {
+        let Some(tpm) = Swtpm::start() else {
+            println!("compare: push rows cannot run: no swtpm (swtpm-ci/install)");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ima = dir.path().join("ascii_runtime_measurements");
+        let policy = dir.path().join("runtime-policy.json");
+        tpm.extend_pcr10(&ima_entries(&ima, 5, 0, Some(&policy)));
+        let id = format!("d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e50{n}");
+        let mut lines = peers.push_agent_lines(dir.path(), &id, &ima);
+        lines.push("attestation_interval_seconds = 1".into());
+        // Upstream's default run_as is keylime:tss; both run as root here.
+        lines.push("run_as = \"\"".into());
+        let config = write_config(dir.path(), &lines);
+        let agent = Agent::spawn_logged(
+            binary,
+            &config,
+            dir.path().join("agent.log"),
+            &tpm.tcti(),
+            &[("RUST_LOG", "warn")],
+        );
+        // Enrolled once the registrar knows it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while peers.registrar_agent(&id).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "{binary} never registered:\n{}",
+                agent.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        peers.tenant_add_push(&id, &policy);
+        pushers.push(Pusher {
+            _tpm: tpm,
+            _dir: dir,
+            id,
+            agent,
+        });
+    }
+    let cycles = |id: &str| {
+        peers
+            .verifier_log()
+            .lines()
+            .filter(|l| l.contains("Created attestation") && l.contains(id))
+            .count()
+    };
+    // Both attesting before the window opens.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pushers.iter().any(|p| cycles(&p.id) < 2) {
+        assert!(
+            Instant::now() < deadline,
+            "not attesting:\n{}",
+            pushers
+                .iter()
+                .map(|p| p.agent.output())
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start: Vec<(usize, f64)> = pushers
+        .iter()
+        .map(|p| (cycles(&p.id), cpu_ms(p.agent.pid())))
+        .collect();
+    std::thread::sleep(PUSH_WINDOW);
+    let end: Vec<(usize, f64)> = pushers
+        .iter()
+        .map(|p| (cycles(&p.id), cpu_ms(p.agent.pid())))
+        .collect();
+    let memory: Vec<(f64, f64)> = pushers.iter().map(|p| memory_mb(p.agent.pid())).collect();
+    let done: Vec<usize> = (0..2).map(|i| end[i].0 - start[i].0).collect();
+    let cpu: Vec<f64> = (0..2)
+        .map(|i| (end[i].1 - start[i].1) / done[i].max(1) as f64)
+        .collect();
+    println!();
+    println!("this push agent next to {other}");
+    println!(
+        "(swtpm each, both attesting at once to the real Keylime 7.14.3 verifier, quote_interval 0, attestation_interval_seconds 1, {} s)",
+        PUSH_WINDOW.as_secs()
+    );
+    println!("{:-<96}", "");
+    println!(
+        "{:<44} {:>9} {:>9} {:<5} {:>7}  samples each",
+        "", "this", "other", "", "other/"
+    );
+    line(
+        "attestations completed in the window",
+        done[0] as f64,
+        done[1] as f64,
+        "",
+        "1 window",
+    );
+    line(
+        "CPU per attestation",
+        cpu[0],
+        cpu[1],
+        "ms",
+        &format!("{} / {} (10 ms ticks)", done[0], done[1]),
+    );
+    line("RSS at the end", memory[0].0, memory[1].0, "MB", "1");
+    line(
+        "USS (private) at the end",
+        memory[0].1,
+        memory[1].1,
+        "MB",
+        "1",
+    );
+    for p in pushers {
+        drop(p.agent.stop());
+    }
+}
+
+/// How long both push agents attest side by side.
+const PUSH_WINDOW: Duration = Duration::from_secs(60);
+
+/// The pull rows against `other`.
+fn compare_pull(other: &str) {
     let Some(peers) = Peers::start("all") else {
         println!("compare: cannot run: the Keylime peers are not installed (swtpm-ci/install)");
         return;
@@ -232,7 +391,7 @@ fn main() {
     ima_entries(&ima, IMA_ENTRIES, 0, None);
     let (Some(ours), Some(theirs)) = (
         Subject::new("this agent", AGENT_BIN, &peers, &ima, 1),
-        Subject::new("the other agent", &other, &peers, &ima, 2),
+        Subject::new("the other agent", other, &peers, &ima, 2),
     ) else {
         println!("compare: cannot run: no swtpm (swtpm-ci/install)");
         return;
