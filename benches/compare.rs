@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use common::{
     free_port, ima_entries, write_config, Agent, Peers, Swtpm, AGENT_BIN, PUSH_AGENT_BIN,
 };
-use support::{stats, timed, TlsClient};
+use support::{cpu_ms, memory_mb, stats, timed, TlsClient};
 
 const IMA_ENTRIES: usize = 100_000;
 /// Latency rows: this many rounds per agent, alternating, each of
@@ -183,33 +183,6 @@ impl Drop for Subject {
         let secure = self.dir.path().join("secure");
         let _ = std::process::Command::new("umount").arg(&secure).status();
     }
-}
-
-/// utime + stime of `pid`, ms.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after_name = stat.rsplit_once(')').expect("stat").1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of the whole line: the 12th and 13th after the name.
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks * 1000.0 / 100.0
-}
-
-/// RSS and USS (private pages) of `pid`, MB.
-fn memory_mb(pid: u32) -> (f64, f64) {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let kib = |field: &str| -> f64 {
-        rollup
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        kib("Rss:") / 1024.0,
-        (kib("Private_Clean:") + kib("Private_Dirty:")) / 1024.0,
-    )
 }
 
 /// One line: the row, both medians (or values), their ratio, the samples.

@@ -22,22 +22,10 @@ use std::time::Instant;
 
 use common::{ima_entries, Agent, Peers, Swtpm};
 use keylime_agent::tpm::QuoteRequest;
-use support::{row, rss_kib, stats, tpm_cost};
+use support::{cpu_ms, row, rss_kib, stats, tpm_cost};
 
 const CYCLES: usize = 300;
 const TPM_SAMPLES: usize = 200;
-
-/// utime + stime of `pid`, ms.
-fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat")
-        .1
-        .split_whitespace()
-        .collect();
-    (fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime")) * 10.0
-}
 
 /// A time the verifier wrote (`2026-11-24 18:17:50.123` in its log) as
 /// seconds since the start of its month (runs last minutes).

@@ -1,5 +1,6 @@
 //! What both benchmarks share: the TPM's own cost measured in-process,
-//! timing statistics, a process's RSS, and the table rows.
+//! timing statistics, a process's RSS, CPU time and private memory, and the
+//! table rows.
 
 #![allow(dead_code)]
 
@@ -155,4 +156,31 @@ pub fn thread_names(pid: u32) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// utime + stime of `pid`, ms.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_name = stat.rsplit_once(')').expect("stat").1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line: the 12th and 13th after the name.
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks * 1000.0 / 100.0
+}
+
+/// RSS and USS (private pages) of `pid`, MB.
+pub fn memory_mb(pid: u32) -> (f64, f64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib = |field: &str| -> f64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        kib("Rss:") / 1024.0,
+        (kib("Private_Clean:") + kib("Private_Dirty:")) / 1024.0,
+    )
 }
