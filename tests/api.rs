@@ -33,17 +33,8 @@ fn tls_refusal(
     server_cert: &std::path::Path,
     client: Option<&Client>,
 ) -> Option<String> {
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
     use std::io::Write;
-    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-    b.set_ca_file(server_cert).expect("ca");
-    if let Some(c) = client {
-        b.set_certificate_file(&c.cert, SslFiletype::PEM)
-            .expect("cert");
-        b.set_private_key_file(&c.key, SslFiletype::PEM)
-            .expect("key");
-    }
-    b.set_verify(SslVerifyMode::PEER);
+    let b = common::mtls_connector(server_cert, client);
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the agent listens");
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .expect("timeout");
@@ -783,20 +774,14 @@ fn tls_client(
     sessions: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
     resume: Option<&openssl::ssl::SslSession>,
 ) -> Result<openssl::ssl::SslStream<std::net::TcpStream>, String> {
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSessionCacheMode, SslVerifyMode};
-    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    use openssl::ssl::SslSessionCacheMode;
+    let mut b = common::mtls_connector(&s.cert(), Some(&s.client));
     // Old protocols need the lowest security level on the client's side;
     // the agent's side is what is tested.
     b.set_security_level(0);
     b.set_cipher_list("DEFAULT:@SECLEVEL=0").expect("ciphers");
     b.set_min_proto_version(Some(version)).expect("min");
     b.set_max_proto_version(Some(version)).expect("max");
-    b.set_ca_file(s.cert()).expect("ca");
-    b.set_certificate_file(&s.client.cert, SslFiletype::PEM)
-        .expect("cert");
-    b.set_private_key_file(&s.client.key, SslFiletype::PEM)
-        .expect("key");
-    b.set_verify(SslVerifyMode::PEER);
     b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
     let counter = sessions.clone();
     b.set_new_session_callback(move |_, _| {

@@ -48,7 +48,6 @@ use common::{
     Agent, Client, Peers, StateDir, Swtpm, AGENT_BIN,
 };
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{SslFiletype, SslMethod};
 
 /// `nobody` and `nogroup`.
 const NOBODY: u32 = 65534;
@@ -287,16 +286,7 @@ fn connect_from(source: Ipv4Addr, port: u16) -> Option<TcpStream> {
 /// `server_cert`, presenting `client`): the HTTP status, or `None` when the
 /// handshake fails or no answer comes.
 fn status_over_mtls(tcp: TcpStream, server_cert: &Path, client: &Client) -> Option<u16> {
-    use openssl::ssl::{SslConnector, SslVerifyMode};
-    let mut builder = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-    builder.set_ca_file(server_cert).expect("server cert");
-    builder
-        .set_certificate_file(&client.cert, SslFiletype::PEM)
-        .expect("client cert");
-    builder
-        .set_private_key_file(&client.key, SslFiletype::PEM)
-        .expect("client key");
-    builder.set_verify(SslVerifyMode::PEER);
+    let builder = common::mtls_connector(server_cert, Some(client));
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     let mut config = builder.build().configure().expect("configure");

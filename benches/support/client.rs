@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Instant;
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslStream};
 
 use crate::common::Client;
 
@@ -18,16 +18,9 @@ pub struct TlsClient {
 
 impl TlsClient {
     pub fn new(port: u16, server_cert: &Path, client: &Client) -> Self {
-        let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-        b.set_ca_file(server_cert).expect("ca");
-        b.set_certificate_file(&client.cert, SslFiletype::PEM)
-            .expect("cert");
-        b.set_private_key_file(&client.key, SslFiletype::PEM)
-            .expect("key");
-        b.set_verify(SslVerifyMode::PEER);
         Self {
             port,
-            connector: b.build(),
+            connector: crate::common::mtls_connector(server_cert, Some(client)).build(),
         }
     }
 

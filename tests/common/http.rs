@@ -96,6 +96,25 @@ pub fn mtls_connect(
     mtls_try(port, server_cert, client, read_timeout).ok()
 }
 
+/// A TLS client as the verifier is one: it trusts `server_cert` and
+/// presents `client` (none when `None`).
+pub fn mtls_connector(
+    server_cert: &Path,
+    client: Option<&Client>,
+) -> openssl::ssl::SslConnectorBuilder {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    b.set_ca_file(server_cert).expect("ca");
+    if let Some(c) = client {
+        b.set_certificate_file(&c.cert, SslFiletype::PEM)
+            .expect("cert");
+        b.set_private_key_file(&c.key, SslFiletype::PEM)
+            .expect("key");
+    }
+    b.set_verify(SslVerifyMode::PEER);
+    b
+}
+
 /// Why an mTLS connection did not come up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectFailure {
@@ -116,17 +135,9 @@ pub fn mtls_try(
     client: &Client,
     read_timeout: Duration,
 ) -> Result<openssl::ssl::SslStream<TcpStream>, ConnectFailure> {
-    use openssl::ssl::{
-        ErrorCode, HandshakeError, SslConnector, SslFiletype, SslMethod, SslVerifyMode,
-    };
+    use openssl::ssl::{ErrorCode, HandshakeError};
     use std::io::ErrorKind;
-    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
-    b.set_ca_file(server_cert).expect("ca");
-    b.set_certificate_file(&client.cert, SslFiletype::PEM)
-        .expect("cert");
-    b.set_private_key_file(&client.key, SslFiletype::PEM)
-        .expect("key");
-    b.set_verify(SslVerifyMode::PEER);
+    let b = mtls_connector(server_cert, Some(client));
     let tcp = match TcpStream::connect(("127.0.0.1", port)) {
         Ok(tcp) => tcp,
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Err(ConnectFailure::Refused),
