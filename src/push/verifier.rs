@@ -13,8 +13,6 @@ use zeroize::Zeroizing;
 use super::protocol::{self, ProtocolError, JSON_API};
 use crate::http_client::{self, ClientError, RequestFailure, ServerTrust};
 
-/// The longest `Retry-After` the agent honours, in seconds.
-const MAX_RETRY_AFTER_SECS: u64 = 600;
 /// Per-request time limit (the verifier answers evidence before checking it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,8 +75,8 @@ pub enum CallError {
         status: u16,
         /// The error's code and detail, if the body had them.
         detail: String,
-        /// `Retry-After`, if sent.
-        retry_after: Option<Duration>,
+        /// `Retry-After` seconds as sent (the retry policy caps them).
+        retry_after: Option<u64>,
     },
     /// The verifier did not accept the proof of possession.
     #[error("the verifier did not accept the TPM proof of possession (is the agent enrolled with keylime_tenant -c add --push-model?)")]
@@ -255,9 +253,7 @@ impl VerifierClient {
                 op,
                 status,
                 detail: protocol::error_detail(&answer),
-                // A verifier cannot park the agent for longer than this.
-                retry_after: retry_after
-                    .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
+                retry_after,
             });
         }
         Ok((status, answer, location))

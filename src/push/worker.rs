@@ -51,8 +51,8 @@ pub struct WorkerSetup {
 enum Failure {
     /// The token was refused (401): authenticate and go again.
     Unauthorized,
-    /// The verifier asked to wait (429, 503 with `Retry-After`).
-    Throttled(Duration, CallError),
+    /// The verifier asked to wait (429, 503 with `Retry-After`, seconds).
+    Throttled(u64, CallError),
     /// The attestation went stale (403: expired challenge, newer
     /// attestation): start a new one.
     Stale(CallError),
@@ -67,9 +67,9 @@ impl From<CallError> for Failure {
             CallError::Status { status: 401, .. } => Self::Unauthorized,
             CallError::Status {
                 status: 429 | 503,
-                retry_after: Some(pause),
+                retry_after: Some(secs),
                 ..
-            } => Self::Throttled(pause, e),
+            } => Self::Throttled(secs, e),
             CallError::Status { status: 403, .. } => Self::Stale(e),
             other => Self::Failed(other.to_string()),
         }
@@ -287,10 +287,10 @@ impl Worker {
                 )
             }
             Failure::Stale(e) => (e.to_string(), None),
-            // The verifier's Retry-After is authoritative, but a zero
-            // would make a busy loop: at least a second.
-            Failure::Throttled(pause, e) => {
-                (e.to_string(), Some(pause.max(Duration::from_secs(1))))
+            // What the verifier asked for, within the policy: capped at
+            // max_delay and never zero, as for the registrar.
+            Failure::Throttled(secs, e) => {
+                (e.to_string(), Some(self.setup.retry.server_requested(secs)))
             }
             Failure::Failed(reason) => (reason, None),
         };
