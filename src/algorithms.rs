@@ -5,8 +5,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
 use tss_esapi::interface_types::algorithm::AsymmetricAlgorithm;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::structures::Public;
 
 /// The hash algorithm of the AK signatures and of the quoted PCR bank (`tpm_hash_alg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,24 +89,30 @@ impl fmt::Display for HashAlg {
     }
 }
 
-/// The EK key type (`tpm_encryption_alg`): the TCG default low-range templates.
+/// The EK key type (`tpm_encryption_alg`): the TCG EK Credential Profile
+/// templates of the low range (RSA 2048, P-256: SHA-256 names) and of the
+/// high range (RSA 3072, P-384: SHA-384 names, AES-256).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncryptionAlg {
     /// RSA 2048, EK certificate at NV index 0x01c00002.
     Rsa2048,
+    /// RSA 3072 (template H-3 of the high range), certificate at 0x01c0001c.
+    Rsa3072,
     /// ECC NIST P-256, EK certificate at NV index 0x01c0000a.
     EccP256,
+    /// ECC NIST P-384 (template H-4 of the high range), certificate at 0x01c00016.
+    EccP384,
 }
 
 /// What `tpm_encryption_alg` accepts, for error messages.
-pub const ENCRYPTION_ALG_ACCEPTED: &str = "one of rsa, rsa2048, ecc, ecc256";
+pub const ENCRYPTION_ALG_ACCEPTED: &str = "one of rsa, rsa2048, rsa3072, ecc, ecc256, ecc384";
 
 impl EncryptionAlg {
-    /// The spelling of API versions before 2.5 (`rsa`, `ecc`).
+    /// The spelling of API versions before 2.5 (`rsa`, `ecc`): the family alone.
     pub fn legacy_name(self) -> &'static str {
         match self {
-            Self::Rsa2048 => "rsa",
-            Self::EccP256 => "ecc",
+            Self::Rsa2048 | Self::Rsa3072 => "rsa",
+            Self::EccP256 | Self::EccP384 => "ecc",
         }
     }
 
@@ -110,7 +120,9 @@ impl EncryptionAlg {
     pub fn sized_name(self) -> &'static str {
         match self {
             Self::Rsa2048 => "rsa2048",
+            Self::Rsa3072 => "rsa3072",
             Self::EccP256 => "ecc256",
+            Self::EccP384 => "ecc384",
         }
     }
 
@@ -123,11 +135,57 @@ impl EncryptionAlg {
         }
     }
 
+    /// Whether the template is one of the high range (SHA-384 name,
+    /// PolicyOR authorization), which peers before 7.14 cannot name.
+    pub fn is_high_range(self) -> bool {
+        matches!(self, Self::Rsa3072 | Self::EccP384)
+    }
+
     /// The tss-esapi identifier of the key family.
     pub fn to_tpm(self) -> AsymmetricAlgorithm {
         match self {
-            Self::Rsa2048 => AsymmetricAlgorithm::Rsa,
-            Self::EccP256 => AsymmetricAlgorithm::Ecc,
+            Self::Rsa2048 | Self::Rsa3072 => AsymmetricAlgorithm::Rsa,
+            Self::EccP256 | Self::EccP384 => AsymmetricAlgorithm::Ecc,
+        }
+    }
+
+    /// The tss-esapi key type and size, which picks the EK template.
+    pub fn selection(self) -> AsymmetricAlgorithmSelection {
+        match self {
+            Self::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+            Self::Rsa3072 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa3072),
+            Self::EccP256 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            Self::EccP384 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
+        }
+    }
+
+    /// The type of a key's public area, when it is one of these (how a
+    /// persistent EK is recognised).
+    pub fn of_public(public: &Public) -> Option<Self> {
+        match public {
+            Public::Rsa { parameters, .. } => match parameters.key_bits() {
+                RsaKeyBits::Rsa2048 => Some(Self::Rsa2048),
+                RsaKeyBits::Rsa3072 => Some(Self::Rsa3072),
+                _ => None,
+            },
+            Public::Ecc { parameters, .. } => match parameters.ecc_curve() {
+                EccCurve::NistP256 => Some(Self::EccP256),
+                EccCurve::NistP384 => Some(Self::EccP384),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The AK key for `signing` under an EK of this type: the EK's size when
+    /// the families agree (an RSA 3072 AK under an RSA 3072 EK), else the
+    /// family's low-range size.
+    pub fn ak_key(self, signing: SigningAlg) -> AsymmetricAlgorithmSelection {
+        match (signing, self) {
+            (SigningAlg::RsaSsa, Self::Rsa3072) => Self::Rsa3072.selection(),
+            (SigningAlg::RsaSsa, _) => Self::Rsa2048.selection(),
+            (SigningAlg::EcDsa, Self::EccP384) => Self::EccP384.selection(),
+            (SigningAlg::EcDsa, _) => Self::EccP256.selection(),
         }
     }
 
@@ -135,7 +193,9 @@ impl EncryptionAlg {
     pub fn ek_certificate_nv_index(self) -> u32 {
         match self {
             Self::Rsa2048 => 0x01c0_0002,
+            Self::Rsa3072 => 0x01c0_001c,
             Self::EccP256 => 0x01c0_000a,
+            Self::EccP384 => 0x01c0_0016,
         }
     }
 }
@@ -145,7 +205,9 @@ impl FromStr for EncryptionAlg {
     fn from_str(s: &str) -> Result<Self, ()> {
         match s {
             "rsa" | "rsa2048" => Ok(Self::Rsa2048),
+            "rsa3072" => Ok(Self::Rsa3072),
             "ecc" | "ecc256" => Ok(Self::EccP256),
+            "ecc384" => Ok(Self::EccP384),
             _ => Err(()),
         }
     }
@@ -202,7 +264,9 @@ mod tests {
         assert_eq!("SHA256".parse::<HashAlg>(), Err(()));
         assert_eq!("rsa".parse(), Ok(EncryptionAlg::Rsa2048));
         assert_eq!("ecc256".parse(), Ok(EncryptionAlg::EccP256));
-        assert_eq!("rsa3072".parse::<EncryptionAlg>(), Err(()));
+        assert_eq!("rsa3072".parse(), Ok(EncryptionAlg::Rsa3072));
+        assert_eq!("ecc384".parse(), Ok(EncryptionAlg::EccP384));
+        assert_eq!("rsa4096".parse::<EncryptionAlg>(), Err(()));
         assert_eq!("ecdsa".parse(), Ok(SigningAlg::EcDsa));
         assert_eq!("rsapss".parse::<SigningAlg>(), Err(()));
     }
@@ -220,6 +284,18 @@ mod tests {
         assert_eq!(
             EncryptionAlg::EccP256.ek_certificate_nv_index(),
             0x01c0_000a
+        );
+        assert_eq!(EncryptionAlg::Rsa3072.wire_name(v(2, 6)), "rsa3072");
+        assert_eq!(EncryptionAlg::Rsa3072.wire_name(v(2, 4)), "rsa");
+        assert_eq!(EncryptionAlg::EccP384.wire_name(v(2, 5)), "ecc384");
+        assert_eq!(EncryptionAlg::EccP384.wire_name(v(2, 3)), "ecc");
+        assert_eq!(
+            EncryptionAlg::Rsa3072.ek_certificate_nv_index(),
+            0x01c0_001c
+        );
+        assert_eq!(
+            EncryptionAlg::EccP384.ek_certificate_nv_index(),
+            0x01c0_0016
         );
     }
 }

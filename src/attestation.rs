@@ -160,6 +160,11 @@ impl Attestation {
         })
     }
 
+    /// The EK's type.
+    pub fn enc_alg(&self) -> EncryptionAlg {
+        self.enc_alg
+    }
+
     /// The AK's signature scheme.
     pub fn sign_alg(&self) -> SigningAlg {
         self.sign_alg

@@ -170,7 +170,7 @@ fn tpm_section(config: &Config, probe: &Result<TpmProbe, String>) -> Value {
     let mut section = json!({
         "tcti": config.tcti,
         "ek": {
-            "algorithm": format!("{:?}", config.tpm_encryption_alg).to_lowercase(),
+            "algorithm": config.tpm_encryption_alg.sized_name(),
             "handle": ek_handle,
         },
         "ak": {
@@ -187,6 +187,22 @@ fn tpm_section(config: &Config, probe: &Result<TpmProbe, String>) -> Value {
             section["firmware_version"] = json!(p.firmware);
             section["pcr_banks"] = json!(p.pcr_banks);
             section["resource_manager"] = json!(p.resource_manager);
+            if let Some(alg) = p.ek_alg {
+                section["ek"]["algorithm"] = json!(alg.sized_name());
+            }
+            section["ek"]["chain"] = json!(p
+                .ek_chain_pem
+                .iter()
+                .filter_map(|pem| X509::from_pem(pem.as_bytes()).ok())
+                .map(|cert| json!({
+                    "subject": crate::crypto::name_text(cert.subject_name()),
+                    "issuer": crate::crypto::name_text(cert.issuer_name()),
+                    "not_after": cert.not_after().to_string(),
+                }))
+                .collect::<Vec<_>>());
+            if let Some(device) = &p.device {
+                section["device_identity"] = device_identity(device);
+            }
             section["ek"]["certificate"] = match &p.ek_cert_pem {
                 Some(pem) => match X509::from_pem(pem.as_bytes()) {
                     Ok(cert) => json!({
@@ -208,4 +224,24 @@ fn tpm_section(config: &Config, probe: &Result<TpmProbe, String>) -> Value {
         Err(e) => section["error"] = json!(e),
     }
     section
+}
+
+/// The IAK and IDevID as the probe found them, or why they cannot be used.
+fn device_identity(found: &Result<crate::tpm::DeviceKeys, String>) -> Value {
+    let key = |k: &crate::tpm::IdentityKey| {
+        json!({
+            "subject": k.subject,
+            "issuer": k.issuer,
+            "not_after": k.not_after,
+            "matches_tpm": true,
+        })
+    };
+    match found {
+        Ok(keys) => json!({
+            "template": keys.template.name(),
+            "iak": key(&keys.iak),
+            "idevid": key(&keys.idevid),
+        }),
+        Err(e) => json!({ "error": e }),
+    }
 }

@@ -8,7 +8,7 @@
 //! verifier and tenant of a deployment are taken to be of the registrar's
 //! release, which is why these are warnings and not errors.
 
-use crate::algorithms::{HashAlg, SigningAlg};
+use crate::algorithms::{EncryptionAlg, HashAlg, SigningAlg};
 use crate::api_version::ApiVersion;
 
 /// The newest registrar API of Keylime 7.12, whose quote check reads only
@@ -16,11 +16,23 @@ use crate::api_version::ApiVersion;
 /// quote (fixed in 7.13.0).
 const KEYLIME_7_12_API: ApiVersion = ApiVersion::new(2, 3);
 
+/// The first registrar API that names EK sizes (`rsa3072`, `ecc384`):
+/// Keylime 7.14. Older peers know `rsa` and `ecc` only.
+const SIZED_ENC_ALG_API: ApiVersion = ApiVersion::new(2, 5);
+
 /// Notes about the peers' default accept lists (`[tenant]
 /// accept_tpm_*_algs`, which the tenant hands to the verifier), for the
-/// configured algorithms; empty when the defaults accept them.
-pub fn default_list_notes(hash: HashAlg, signing: SigningAlg) -> Vec<String> {
+/// algorithms in use (hash, EK type, signing); empty when the defaults
+/// accept them.
+pub fn default_list_notes((hash, ek, signing): (HashAlg, EncryptionAlg, SigningAlg)) -> Vec<String> {
     let mut notes = Vec::new();
+    if ek.is_high_range() {
+        notes.push(format!(
+            "the EK is {0}: the Keylime 7.14 tenant and verifier accept it only when the tenant's \
+             accept_tpm_encryption_algs lists {0} (the default is ecc, rsa)",
+            ek.sized_name()
+        ));
+    }
     if signing == SigningAlg::EcDsa {
         notes.push(
             "tpm_signing_alg = ecdsa: the Keylime tenant accepts ECDSA quotes only when its \
@@ -39,8 +51,27 @@ pub fn default_list_notes(hash: HashAlg, signing: SigningAlg) -> Vec<String> {
 }
 
 /// What the release behind a registrar speaking `registrar_api` cannot
-/// verify of this agent's quotes; `None` when nothing is known to fail.
-pub fn release_refusal(registrar_api: ApiVersion, signing: SigningAlg) -> Option<String> {
+/// verify of this agent's EK type and quotes; empty when nothing is known
+/// to fail.
+pub fn release_refusals(
+    registrar_api: ApiVersion,
+    (ek, signing): (EncryptionAlg, SigningAlg),
+) -> Vec<String> {
+    let mut refusals = Vec::new();
+    if ek.is_high_range() && registrar_api < SIZED_ENC_ALG_API {
+        refusals.push(format!(
+            "the EK is {}: the registrar speaks API {registrar_api}, i.e. Keylime 7.13 or older, \
+             whose tenant and verifier know only \"rsa\" and \"ecc\" EKs; the agent names it \"{}\" to them \
+             (Keylime 7.14 names its size)",
+            ek.sized_name(),
+            ek.legacy_name()
+        ));
+    }
+    refusals.extend(ecdsa_refusal(registrar_api, signing));
+    refusals
+}
+
+fn ecdsa_refusal(registrar_api: ApiVersion, signing: SigningAlg) -> Option<String> {
     (signing == SigningAlg::EcDsa && registrar_api <= KEYLIME_7_12_API).then(|| {
         format!(
             "tpm_signing_alg = ecdsa: the registrar speaks API {registrar_api}, i.e. Keylime 7.12 or older, \
@@ -58,19 +89,37 @@ mod tests {
     #[test]
     fn ecdsa_is_refused_by_7_12_only() {
         let v = |m| ApiVersion::new(2, m);
-        assert!(release_refusal(v(3), SigningAlg::EcDsa).is_some());
-        assert!(release_refusal(v(1), SigningAlg::EcDsa).is_some());
-        assert!(release_refusal(v(4), SigningAlg::EcDsa).is_none());
-        assert!(release_refusal(v(6), SigningAlg::EcDsa).is_none());
-        assert!(release_refusal(v(3), SigningAlg::RsaSsa).is_none());
+        let rsa = EncryptionAlg::Rsa2048;
+        assert_eq!(release_refusals(v(3), (rsa, SigningAlg::EcDsa)).len(), 1);
+        assert_eq!(release_refusals(v(1), (rsa, SigningAlg::EcDsa)).len(), 1);
+        assert!(release_refusals(v(4), (rsa, SigningAlg::EcDsa)).is_empty());
+        assert!(release_refusals(v(6), (rsa, SigningAlg::EcDsa)).is_empty());
+        assert!(release_refusals(v(3), (rsa, SigningAlg::RsaSsa)).is_empty());
     }
 
     #[test]
-    fn default_lists_are_named_for_ecdsa_and_sha1() {
-        assert!(default_list_notes(HashAlg::Sha256, SigningAlg::RsaSsa).is_empty());
-        let notes = default_list_notes(HashAlg::Sha1, SigningAlg::EcDsa);
+    fn high_range_eks_are_unnamed_before_7_14() {
+        let v = |m| ApiVersion::new(2, m);
+        let rsassa = SigningAlg::RsaSsa;
+        let said = release_refusals(v(4), (EncryptionAlg::Rsa3072, rsassa));
+        assert_eq!(said.len(), 1);
+        assert!(said[0].contains("rsa3072") && said[0].contains("\"rsa\""));
+        assert_eq!(release_refusals(v(3), (EncryptionAlg::EccP384, rsassa)).len(), 1);
+        assert!(release_refusals(v(5), (EncryptionAlg::EccP384, rsassa)).is_empty());
+        assert!(release_refusals(v(4), (EncryptionAlg::EccP256, rsassa)).is_empty());
+    }
+
+    #[test]
+    fn default_lists_are_named_for_ecdsa_sha1_and_high_range_eks() {
+        let rsa = EncryptionAlg::Rsa2048;
+        assert!(default_list_notes((HashAlg::Sha256, rsa, SigningAlg::RsaSsa)).is_empty());
+        let notes = default_list_notes((HashAlg::Sha1, rsa, SigningAlg::EcDsa));
         assert_eq!(notes.len(), 2);
         assert!(notes[0].contains("accept_tpm_signing_algs"));
         assert!(notes[1].contains("accept_tpm_hash_algs"));
+        let notes =
+            default_list_notes((HashAlg::Sha256, EncryptionAlg::EccP384, SigningAlg::RsaSsa));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("accept_tpm_encryption_algs lists ecc384"));
     }
 }

@@ -72,6 +72,17 @@ fn pause_before(policy: &RetryPolicy, e: &RegistrarError, retry: u32, unit: f64)
     }
 }
 
+/// The qualifying data of the IAK's certification of the AK: SHA-256 of
+/// the agent id for registrar API 2.6 on (Keylime 7.14.3, which also takes
+/// the raw id), the raw id before (7.12 to 7.14.2 compare the raw id only).
+fn iak_qualifying_data(version: ApiVersion, agent_id: &str) -> Vec<u8> {
+    if version >= ApiVersion::new(2, 6) {
+        openssl::sha::sha256(agent_id.as_bytes()).to_vec()
+    } else {
+        agent_id.as_bytes().to_vec()
+    }
+}
+
 /// Client for one registrar.
 #[derive(Debug, Clone)]
 pub struct RegistrarClient {
@@ -220,7 +231,27 @@ impl RegistrarClient {
             "port": reg.contact_port,
         });
         if let Some(cert) = &keys.ek_cert_pem {
-            body["ekcert"] = Value::String(cert.clone());
+            // Leaf first, then its issuers from NV: the registrar keeps the
+            // leaf (the first certificate) and ignores the rest.
+            body["ekcert"] = Value::String(
+                std::iter::once(cert.as_str())
+                    .chain(keys.ek_chain_pem.iter().map(String::as_str))
+                    .collect::<String>(),
+            );
+        }
+        if let Some(device) = &keys.device {
+            let qualifying = iak_qualifying_data(version, &reg.agent_id);
+            let (attest, signature) = tpm.certify_ak_with_iak(qualifying).await?;
+            for (field, value) in [
+                ("iak_tpm", B64.encode(&device.iak.public)),
+                ("iak_cert", device.iak.cert_pem.clone()),
+                ("idevid_tpm", B64.encode(&device.idevid.public)),
+                ("idevid_cert", device.idevid.cert_pem.clone()),
+                ("iak_attest", B64.encode(attest)),
+                ("iak_sign", B64.encode(signature)),
+            ] {
+                body[field] = Value::String(value);
+            }
         }
         let url = format!("{}/v{version}/agents/{}", self.base, reg.agent_id);
         let response = self

@@ -125,7 +125,7 @@ impl AgentCore {
             nk.public_pem(),
             (
                 config.tpm_hash_alg,
-                config.tpm_encryption_alg,
+                tpm.keys().ek_alg,
                 config.tpm_signing_alg,
             ),
             ImaLog::new(&config.ima_ml_path),
@@ -179,7 +179,8 @@ impl AgentCore {
             .registrar
             .register(&self.registration, &self.tpm)
             .await?;
-        if let Some(refusal) = peer_compat::release_refusal(version, self.attestation.sign_alg()) {
+        let algs = (self.attestation.enc_alg(), self.attestation.sign_alg());
+        for refusal in peer_compat::release_refusals(version, algs) {
             tracing::warn!("{refusal}");
         }
         Ok(())

@@ -16,6 +16,7 @@ use crate::http_client::{self, ServerTrust};
 use crate::pull::payload::secure_dir;
 use crate::registrar::RegistrarClient;
 
+mod identity_items;
 mod report;
 mod tpm_items;
 

@@ -56,6 +56,8 @@ pub(super) fn tpm_findings(config: &Config, out: &mut Vec<Finding>) {
         ),
     ));
     out.push(ek_certificate(&probe));
+    out.extend(super::identity_items::ek_chain(&probe));
+    out.extend(super::identity_items::device_identity(config, &probe));
     let store = config.agent_data_path.display();
     out.push(match probe.ak {
         StoredAkState::Loads => Finding::ok("ak", format!("the persisted AK in {store} loads")),

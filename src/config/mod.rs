@@ -9,6 +9,7 @@
 //! reads the process environment.
 
 mod error;
+mod identity;
 mod keys;
 mod limits;
 mod observe;

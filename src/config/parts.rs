@@ -22,6 +22,7 @@ impl Config {
             ek_handle: self.ek_handle,
             owner_auth: self.tpm_ownerpassword.clone(),
             ak_store: self.agent_data_path.clone(),
+            device_identity: self.device_identity.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{invalid, ConfigError};
+use super::identity::device_identity;
 use super::limits::ApiLimits;
 use super::observe::ObserveConfig;
 use super::payload::{PayloadConfig, RevocationConfig};
@@ -20,6 +21,7 @@ use crate::api_version::ApiVersion;
 use crate::identity::AgentIdSource;
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
+use crate::tpm::DeviceIdentityConfig;
 
 /// The typed agent configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub struct Config {
     pub tpm_ownerpassword: Secret<Vec<u8>>,
     /// Where the AK is persisted (`agent_data_path`).
     pub agent_data_path: PathBuf,
+    /// The IAK and IDevID (`enable_iak_idevid` and the `iak_*`/`idevid_*` keys).
+    pub device_identity: Option<DeviceIdentityConfig>,
     /// The NK private key file (`payload_key`).
     pub payload_key: PathBuf,
     /// Password of the NK file (`payload_key_password`).
@@ -158,6 +162,7 @@ impl Config {
             ek_handle: raw.parse("ek_handle", "generate", values::ek_handle)?,
             tpm_ownerpassword: Secret::new(raw.parse("tpm_ownerpassword", "", values::tpm_auth)?),
             agent_data_path: path("agent_data_path", "agent_data.json"),
+            device_identity: device_identity(raw, dir)?,
             payload_key: path("payload_key", "payload-private.pem"),
             payload_key_password: Secret::new(raw.get("payload_key_password").unwrap_or("").into()),
             run_as: raw.parse("run_as", "", values::run_as)?,

@@ -16,7 +16,7 @@ impl InvalidValue {
     }
 }
 
-type Parsed<T> = Result<T, InvalidValue>;
+pub(super) type Parsed<T> = Result<T, InvalidValue>;
 
 /// One of a fixed set of names (`accepted` lists them).
 pub fn one_of<T: std::str::FromStr<Err = ()>>(

@@ -46,9 +46,8 @@ impl FrontEnd for PullAgent {
             },
             if keys.ak_reused { "reloaded" } else { "new" },
         );
-        for note in
-            crate::peer_compat::default_list_notes(config.tpm_hash_alg, config.tpm_signing_alg)
-        {
+        let algs = (config.tpm_hash_alg, keys.ek_alg, config.tpm_signing_alg);
+        for note in crate::peer_compat::default_list_notes(algs) {
             tracing::info!("{note}");
         }
         let parts = PullParts::prepare(core, config)?;

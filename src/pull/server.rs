@@ -85,7 +85,7 @@ pub fn bind(
         info: AgentInfo {
             agent_id: core.agent_id.to_string(),
             hash_alg: config.tpm_hash_alg,
-            enc_alg: config.tpm_encryption_alg,
+            enc_alg: core.tpm.keys().ek_alg,
             sign_alg: config.tpm_signing_alg,
             ak_handle: core.tpm.keys().ak_handle,
         },

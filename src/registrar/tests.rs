@@ -81,3 +81,20 @@ fn retry_after_sets_the_pause_else_the_policy_backoff() {
         Duration::from_millis(150)
     );
 }
+
+#[test]
+fn iak_qualifying_data_follows_the_registrar_api() {
+    let id = "d432fbb3-d2f1-4a97-9ef7-75bd81c00000";
+    assert_eq!(
+        super::iak_qualifying_data(ApiVersion::new(2, 6), id),
+        openssl::sha::sha256(id.as_bytes()).to_vec()
+    );
+    assert_eq!(
+        super::iak_qualifying_data(ApiVersion::new(2, 5), id),
+        id.as_bytes().to_vec()
+    );
+    assert_eq!(
+        super::iak_qualifying_data(ApiVersion::new(2, 3), id),
+        id.as_bytes().to_vec()
+    );
+}

@@ -5,7 +5,7 @@ use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, KeyHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
-use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+use tss_esapi::structures::{Digest, DigestList, EncryptedSecret, IdObject};
 use tss_esapi::Context;
 use zeroize::Zeroizing;
 
@@ -80,37 +80,97 @@ pub(super) fn activate(
     let (ek_public, _, _) = ctx
         .read_public(ek)
         .map_err(TpmError::tss("reading the EK public area"))?;
-    if ek_public.name_hashing_algorithm() != HashingAlgorithm::Sha256 {
-        return Err(TpmError::BadInput(
-            "only EKs with the SHA-256 low-range TCG templates are supported for activation".into(),
-        ));
-    }
+    let branches = ek_policy_branches(ek_public.name_hashing_algorithm())?;
+    let symmetric = ek_public
+        .symmetric_algorithm()
+        .ok_or_else(|| TpmError::Unexpected("the EK has no symmetric algorithm".into()))?;
     let session = ctx
         .start_auth_session(
             None,
             None,
             None,
             SessionType::Policy,
-            SymmetricDefinition::AES_128_CFB,
-            HashingAlgorithm::Sha256,
+            symmetric.into(),
+            ek_public.name_hashing_algorithm(),
         )
         .map_err(TpmError::tss("starting the EK policy session"))?
         .ok_or_else(|| TpmError::Unexpected("the TPM returned no policy session".into()))?;
     let mut outcome: Result<Zeroizing<Vec<u8>>, TpmError> = Err(TpmError::Stopped);
     let flushed =
         ctx.execute_with_temporary_object(SessionHandle::from(session).into(), |ctx, _| {
-            outcome = run_activation(ctx, session, ak, ek, id_object, secret);
+            outcome = run_activation(ctx, session, &branches, (ak, ek), id_object, secret);
             Ok(())
         });
     flushed.map_err(TpmError::tss("flushing the EK policy session"))?;
     outcome
 }
 
+/// The PolicyOR branches of an EK's authorization policy, by its name
+/// algorithm: none for the low-range templates (PolicySecret alone), and
+/// PolicyA (PolicySecret of the endorsement hierarchy) with PolicyC (the
+/// TCG's PolicyAuthorizeNV branch) for the SHA-384 high-range templates.
+fn ek_policy_branches(name_alg: HashingAlgorithm) -> Result<Option<DigestList>, TpmError> {
+    match name_alg {
+        HashingAlgorithm::Sha256 => Ok(None),
+        HashingAlgorithm::Sha384 => {
+            let mut list = DigestList::new();
+            for digest in [policy_secret_endorsement_sha384(), POLICY_C_SHA384.to_vec()] {
+                let digest = Digest::try_from(digest).map_err(TpmError::tss("EK policy digest"))?;
+                list.add(digest).map_err(TpmError::tss("EK policy list"))?;
+            }
+            Ok(Some(list))
+        }
+        other => Err(TpmError::BadInput(format!(
+            "activation with an EK whose name algorithm is {other:?} is not supported (SHA-256 and SHA-384 are)"
+        ))),
+    }
+}
+
+/// PolicyC of the high-range EK templates for SHA-384, as the TCG EK
+/// Credential Profile (2.5, B.6) publishes it; `tests::high_range_policy_or`
+/// checks that PolicyOR(PolicyA, PolicyC) is the template's authPolicy.
+const POLICY_C_SHA384: [u8; 48] = hex_literal(
+    "d6032ce61f2fb3c240eb3cf6a33237ef2b6a16f4293c22b455e261cffd217ad5b4947c2d73e63005eed2dc2b3593d165",
+);
+
+/// PolicyA for SHA-384: PolicySecret(TPM_RH_ENDORSEMENT) with an empty
+/// policyRef, computed as TPM 2.0 Part 3 (23.4) defines the update:
+/// H(H(zeros ‖ TPM_CC_PolicySecret ‖ name) ‖ policyRef).
+fn policy_secret_endorsement_sha384() -> Vec<u8> {
+    const TPM_CC_POLICY_SECRET: u32 = 0x0000_0151;
+    const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+    let mut first = vec![0u8; 48];
+    first.extend(TPM_CC_POLICY_SECRET.to_be_bytes());
+    first.extend(TPM_RH_ENDORSEMENT.to_be_bytes());
+    let inner = openssl::sha::sha384(&first);
+    openssl::sha::sha384(&inner).to_vec()
+}
+
+/// Hex text to bytes at compile time (for the published policy digests).
+const fn hex_literal<const N: usize>(text: &str) -> [u8; N] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not lower-case hex"),
+        }
+    }
+    let bytes = text.as_bytes();
+    assert!(bytes.len() == 2 * N, "wrong hex length");
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = nibble(bytes[2 * i]) << 4 | nibble(bytes[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
 fn run_activation(
     ctx: &mut Context,
     session: AuthSession,
-    ak: KeyHandle,
-    ek: KeyHandle,
+    branches: &Option<DigestList>,
+    (ak, ek): (KeyHandle, KeyHandle),
     id_object: IdObject,
     secret: EncryptedSecret,
 ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
@@ -127,6 +187,10 @@ fn run_activation(
         )
     })
     .map_err(TpmError::tss("PolicySecret(endorsement)"))?;
+    if let Some(branches) = branches {
+        ctx.policy_or(policy, branches.clone())
+            .map_err(TpmError::tss("PolicyOR(EK policy)"))?;
+    }
     let digest = ctx
         .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
             ctx.activate_credential(ak, ek, id_object, secret)
@@ -146,6 +210,34 @@ mod tests {
         b.extend((secret.len() as u16).to_be_bytes());
         b.extend(secret);
         b
+    }
+
+    #[test]
+    fn high_range_policy_or() {
+        use tss_esapi::abstraction::ek::create_ek_public_from_default_template_2;
+        use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
+        use tss_esapi::interface_types::key_bits::RsaKeyBits;
+        // PolicyOR: H(zeros ‖ TPM_CC_PolicyOR ‖ branch digests).
+        let mut or = vec![0u8; 48];
+        or.extend(0x0000_0171u32.to_be_bytes());
+        or.extend(policy_secret_endorsement_sha384());
+        or.extend(POLICY_C_SHA384);
+        let template = create_ek_public_from_default_template_2(
+            AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa3072),
+            None,
+        )
+        .expect("template");
+        assert_eq!(
+            template.auth_policy().value(),
+            openssl::sha::sha384(&or).as_slice()
+        );
+        let branches = ek_policy_branches(HashingAlgorithm::Sha384)
+            .expect("sha384")
+            .expect("branches");
+        assert_eq!(branches.len(), 2);
+        assert!(ek_policy_branches(HashingAlgorithm::Sha256)
+            .expect("sha256")
+            .is_none());
     }
 
     #[test]

@@ -38,6 +38,15 @@ pub enum TpmError {
         /// Why.
         reason: String,
     },
+    /// A device identity (IAK/IDevID) certificate that cannot be used: not
+    /// readable, not a certificate, or for another key than the TPM's.
+    #[error("{file}: {reason}")]
+    Identity {
+        /// The certificate file (`iak_cert`, `idevid_cert`).
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The owner thread has stopped.
     #[error("the TPM owner thread has stopped")]
     Stopped,
@@ -84,7 +93,11 @@ impl TpmError {
         match self {
             Self::Tss { source, .. } => classify(source),
             Self::Unavailable(_) | Self::Stopped => TpmErrorKind::ConnectionLost,
-            Self::BadInput(_) | Self::Unexpected(_) | Self::Host(_) | Self::AkStore { .. } => {
+            Self::BadInput(_)
+            | Self::Unexpected(_)
+            | Self::Host(_)
+            | Self::AkStore { .. }
+            | Self::Identity { .. } => {
                 TpmErrorKind::Fatal
             }
         }

@@ -5,12 +5,9 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use tss_esapi::abstraction::{ak, ek, nv};
+use tss_esapi::abstraction::{ak, ek};
 use tss_esapi::constants::CapabilityType;
-use tss_esapi::handles::{
-    KeyHandle, NvIndexTpmHandle, ObjectHandle, PersistentTpmHandle, TpmHandle,
-};
-use tss_esapi::interface_types::resource_handles::NvAuth;
+use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::structures::{CapabilityData, Private, Public, PublicBuffer};
 use tss_esapi::traits::UnMarshall;
 use tss_esapi::Context;
@@ -18,6 +15,7 @@ use tss_esapi::Context;
 use super::error::TpmError;
 use super::public;
 use super::settings::TpmConfig;
+use crate::algorithms::EncryptionAlg;
 use crate::secure_fs;
 
 /// Where the EK came from, which decides how it is released.
@@ -37,7 +35,7 @@ pub(super) fn load_ek(
 ) -> Result<(KeyHandle, EkOrigin), TpmError> {
     match config.ek_handle {
         None => {
-            let handle = ek::create_ek_object(ctx, config.encryption_alg.to_tpm(), None)
+            let handle = ek::create_ek_object_2(ctx, config.encryption_alg.selection(), None)
                 .map_err(TpmError::tss("creating the EK"))?;
             Ok((handle, EkOrigin::Created))
         }
@@ -80,40 +78,6 @@ pub(super) fn list_handles(ctx: &mut Context, first: u32) -> Result<Vec<u32>, Tp
             _ => return Ok(found),
         }
     }
-}
-
-/// Reads the EK certificate from NV and re-encodes it as one PEM
-/// certificate (some TPMs pad the NV area after the DER). `None` when the
-/// index is not defined; the index is looked up first so that a TPM
-/// without a certificate produces no TSS error output.
-pub(super) fn read_ek_certificate(
-    ctx: &mut Context,
-    index: u32,
-) -> Result<Option<String>, TpmError> {
-    if !list_handles(ctx, index)?.contains(&index) {
-        return Ok(None);
-    }
-    let nv_index = NvIndexTpmHandle::new(index).map_err(TpmError::tss("EK certificate index"))?;
-    // The ESYS reference is released by `read_full` itself (ESYS keeps one
-    // reference per NV index), so it is not closed again here.
-    let object: ObjectHandle = ctx
-        .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
-        .map_err(TpmError::tss("opening the EK certificate index"))?;
-    let read = ctx.execute_with_nullauth_session(|ctx| {
-        nv::read_full(ctx, NvAuth::NvIndex(object.into()), nv_index)
-    });
-    let der = read.map_err(TpmError::tss("reading the EK certificate"))?;
-    let cert = openssl::x509::X509::from_der(&der).map_err(|e| {
-        TpmError::Unexpected(format!(
-            "NV index {index:#x} does not hold a DER certificate: {e}"
-        ))
-    })?;
-    let pem = cert
-        .to_pem()
-        .map_err(|e| TpmError::Host(format!("EK certificate PEM: {e}")))?;
-    String::from_utf8(pem)
-        .map(Some)
-        .map_err(|_| TpmError::Host("EK certificate PEM is not UTF-8".into()))
 }
 
 /// The AK as persisted in `agent_data_path`: the key blob wrapped by the
@@ -217,7 +181,7 @@ pub(super) fn probe_stored_ak(
 /// algorithms; otherwise creates a new one and persists it.
 pub(super) fn load_or_create_ak(
     ctx: &mut Context,
-    ek: KeyHandle,
+    (ek, ek_alg): (KeyHandle, EncryptionAlg),
     ek_tpm: &[u8],
     config: &TpmConfig,
     remembered: &mut Option<Vec<u8>>,
@@ -241,10 +205,11 @@ pub(super) fn load_or_create_ak(
         config.hash_alg.as_str(),
         config.signing_alg.as_str(),
     );
-    let created = ak::create_ak(
+    let created = ak::create_ak_2(
         ctx,
         ek,
         config.hash_alg.to_tpm(),
+        ek_alg.ak_key(config.signing_alg),
         config.signing_alg.to_tpm(),
         None,
         None,

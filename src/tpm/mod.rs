@@ -8,6 +8,8 @@
 
 mod context;
 mod credential;
+mod device_id;
+mod ek_cert;
 mod error;
 mod keys;
 mod owner;
@@ -19,6 +21,11 @@ mod settings;
 
 pub use context::{allocated_banks, bank_names};
 pub use credential::{parse_credential_blob, CredentialBlob, ACTIVATE_CREDENTIAL_OP};
+pub use device_id::{
+    template_public, DeviceIdentityConfig, DeviceKeys, IdentityKey, IdentityKeyConfig,
+    IdentityTemplate, Which, TEMPLATE_ACCEPTED,
+};
+pub use ek_cert::{split_certificates, CHAIN_FIRST, CHAIN_LAST};
 pub use error::{TpmError, TpmErrorKind};
 pub use keys::StoredAkState;
 pub use probe::{probe, probe_within, ProbeError, TpmProbe};
@@ -129,6 +136,17 @@ impl Tpm {
     /// TPMT_SIGNATURE.
     pub async fn certify_ak(&self, qualifying: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
         self.run("certify", move |owner| owner.certify_ak(qualifying))
+            .await
+    }
+
+    /// TPM2_Certify of the AK by the IAK over `qualifying` data (what the
+    /// registrar checks to bind the AK to the certified TPM): marshalled
+    /// TPMS_ATTEST and TPMT_SIGNATURE. Fails when no IAK is configured.
+    pub async fn certify_ak_with_iak(
+        &self,
+        qualifying: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        self.run("certify", move |owner| owner.certify_ak_with_iak(qualifying))
             .await
     }
 

@@ -14,12 +14,14 @@ use zeroize::Zeroizing;
 
 use super::context::{has_resource_manager, release_ek, TRANSIENT_FIRST};
 use super::credential::{self, CredentialBlob};
+use super::device_id;
+use super::ek_cert;
 use super::error::{TpmError, TpmErrorKind};
 use super::keys::{self, EkOrigin};
 use super::public;
 use super::quote::{self, QuoteParts, QuoteRequest};
 use super::settings::{TpmConfig, TpmKeys};
-use crate::algorithms::HashAlg;
+use crate::algorithms::{EncryptionAlg, HashAlg};
 use tss_esapi::constants::StartupType;
 use tss_esapi::handles::TpmHandle;
 
@@ -68,7 +70,24 @@ impl Owner {
     pub(super) fn open(config: &TpmConfig) -> Result<Self, TpmError> {
         let began = Instant::now();
         let mut ak_store = None;
-        let (live, keys) = Live::open(config, &mut ak_store)?;
+        let (mut live, mut keys) = Live::open(config, &mut ak_store)?;
+        if let Some(identity) = &config.device_identity {
+            match device_id::load(&mut live.ctx, identity) {
+                Ok(device) => {
+                    tracing::info!(
+                        "IAK and IDevID (template {}) match their certificates {} and {}",
+                        device.template.name(),
+                        identity.iak.cert.display(),
+                        identity.idevid.cert.display()
+                    );
+                    keys.device = Some(device);
+                }
+                Err(e) => {
+                    live.close();
+                    return Err(e);
+                }
+            }
+        }
         // On a first start this is mostly the TPM making the EK and AK.
         tracing::info!(
             "TPM ready in {} ms (EK and AK loaded)",
@@ -196,6 +215,19 @@ impl Owner {
         quote::certify_ak(&mut live.ctx, live.ak, qualifying)
     }
 
+    pub(super) fn certify_ak_with_iak(
+        &mut self,
+        qualifying: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        let (Some(identity), Some(device)) = (&self.config.device_identity, &self.keys.device)
+        else {
+            return Err(TpmError::BadInput("no IAK is configured".into()));
+        };
+        let (identity, template) = (identity.clone(), device.template);
+        let live = self.live()?;
+        device_id::certify_ak(&mut live.ctx, &identity, template, live.ak, qualifying)
+    }
+
     pub(super) fn extend_pcr(&mut self, pcr: u8, digest: Vec<u8>) -> Result<(), TpmError> {
         let hash = self.hash;
         let live = self.live()?;
@@ -273,14 +305,28 @@ fn finish_open(
         .map_err(TpmError::tss("reading the EK"))?;
     let ek_tpm = public::tpm2b_public(&ek_public)?;
     let ek_public_pem = public::public_key_pem(&ek_public)?;
-    let index = config.encryption_alg.ek_certificate_nv_index();
-    let ek_cert_pem = keys::read_ek_certificate(ctx, index)?;
+    let ek_alg = EncryptionAlg::of_public(&ek_public).ok_or_else(|| {
+        TpmError::Unexpected(
+            "the EK is neither RSA 2048/3072 nor ECC P-256/P-384 (check ek_handle)".into(),
+        )
+    })?;
+    if ek_alg != config.encryption_alg {
+        tracing::warn!(
+            "the persistent EK is {}, not {} as tpm_encryption_alg says; using the EK as it is",
+            ek_alg.sized_name(),
+            config.encryption_alg.sized_name()
+        );
+    }
+    let index = ek_alg.ek_certificate_nv_index();
+    let ek_cert_pem = ek_cert::read_ek_certificate(ctx, index)?;
+    let ek_chain_pem = ek_cert::read_ek_chain(ctx)?;
     if ek_cert_pem.is_none() {
         tracing::warn!(
             "no EK certificate in TPM NV index {index:#010x}; registering without one (tenants with require_ek_cert = True will refuse this agent)"
         );
     }
-    let (ak, ak_public, ak_reused) = keys::load_or_create_ak(ctx, ek, &ek_tpm, config, ak_store)?;
+    let (ak, ak_public, ak_reused) =
+        keys::load_or_create_ak(ctx, (ek, ek_alg), &ek_tpm, config, ak_store)?;
     let ak_public = match public::tpm2b_public(&ak_public) {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -293,7 +339,10 @@ fn finish_open(
         TpmKeys {
             ek_public: ek_tpm,
             ek_public_pem,
+            ek_alg,
             ek_cert_pem,
+            ek_chain_pem,
+            device: None,
             ak_public,
             ak_reused,
             ak_handle: u32::from(ObjectHandle::from(ak)),

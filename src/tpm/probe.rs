@@ -14,7 +14,10 @@ use tss_esapi::Context;
 use super::context::{
     allocated_banks, bank_names, has_resource_manager, release_ek, TRANSIENT_FIRST,
 };
+use super::device_id::{self, DeviceKeys};
+use super::ek_cert;
 use super::error::{TpmError, TpmErrorKind};
+use crate::algorithms::EncryptionAlg;
 use super::keys::{self, StoredAkState};
 use super::public;
 use super::settings::TpmConfig;
@@ -32,10 +35,17 @@ pub struct TpmProbe {
     pub pcr_banks: Vec<String>,
     /// Whether the TCTI goes through a resource manager.
     pub resource_manager: bool,
+    /// The EK's type, from its public area.
+    pub ek_alg: Option<crate::algorithms::EncryptionAlg>,
     /// The EK certificate from NV, as PEM, when there is one.
     pub ek_cert_pem: Option<String>,
     /// The NV index looked at.
     pub ek_cert_index: u32,
+    /// The EK certificate's issuers from NV 0x01c00100–0x01c001ff, PEM.
+    pub ek_chain_pem: Vec<String>,
+    /// The IAK and IDevID checked against their certificates, when
+    /// configured: what was found, or why they cannot be used.
+    pub device: Option<Result<DeviceKeys, String>>,
     /// The EK's public key as PEM (what `uuid = "hash_ek"` hashes).
     pub ek_public_pem: String,
     /// The persisted AK.
@@ -116,8 +126,6 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         property(&mut ctx, PropertyTag::FirmwareVersion2)?
     );
     let pcr_banks = bank_names(&allocated_banks(&mut ctx)?);
-    let ek_cert_index = config.encryption_alg.ek_certificate_nv_index();
-    let ek_cert_pem = keys::read_ek_certificate(&mut ctx, ek_cert_index)?;
     if !config.owner_auth.is_empty() {
         let auth = Auth::try_from(config.owner_auth.to_vec())
             .map_err(TpmError::tss("tpm_ownerpassword"))?;
@@ -132,18 +140,29 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
             let pem = public::public_key_pem(&ek_public)?;
             let ek_tpm = public::tpm2b_public(&ek_public)?;
             let ak = keys::probe_stored_ak(&mut ctx, ek, &ek_tpm, config)?;
-            Ok((pem, ak))
+            Ok((pem, ak, EncryptionAlg::of_public(&ek_public)))
         });
     release_ek(&mut ctx, ek, origin);
-    let (ek_public_pem, ak) = looked?;
+    let (ek_public_pem, ak, ek_alg) = looked?;
+    let ek_cert_index = ek_alg
+        .unwrap_or(config.encryption_alg)
+        .ek_certificate_nv_index();
+    let ek_cert_pem = ek_cert::read_ek_certificate(&mut ctx, ek_cert_index)?;
+    let ek_chain_pem = ek_cert::read_ek_chain(&mut ctx)?;
+    let device = config.device_identity.as_ref().map(|identity| {
+        device_id::load(&mut ctx, identity).map_err(|e| e.to_string())
+    });
     Ok(TpmProbe {
         manufacturer,
         vendor,
         firmware,
         pcr_banks,
         resource_manager: has_resource_manager(&config.tcti),
+        ek_alg,
         ek_cert_pem,
         ek_cert_index,
+        ek_chain_pem,
+        device,
         ek_public_pem,
         ak,
     })

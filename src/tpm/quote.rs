@@ -104,6 +104,18 @@ pub(super) fn certify_ak(
     ak: KeyHandle,
     qualifying: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    certify(ctx, ak, ak, qualifying)
+}
+
+/// TPM2_Certify of `object` by `signer` (both authorized by password
+/// sessions with the values set on their handles; the signer's own scheme)
+/// with `qualifying` data: the TPMS_ATTEST and TPMT_SIGNATURE, marshalled.
+pub(super) fn certify(
+    ctx: &mut Context,
+    object: KeyHandle,
+    signer: KeyHandle,
+    qualifying: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
     let data = Data::try_from(qualifying)
         .map_err(|_| TpmError::BadInput("challenge longer than 64 bytes".into()))?;
     let (attest, signature) = ctx
@@ -113,7 +125,7 @@ pub(super) fn certify_ak(
                 Some(AuthSession::Password),
                 None,
             ),
-            |ctx| ctx.certify(ak.into(), ak, data, SignatureScheme::Null),
+            |ctx| ctx.certify(object.into(), signer, data, SignatureScheme::Null),
         )
         .map_err(TpmError::tss("Certify"))?;
     Ok((

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::device_id::{DeviceIdentityConfig, DeviceKeys};
 use crate::algorithms::{EncryptionAlg, HashAlg, SigningAlg};
 
 /// What the owner needs to open the TPM and set up the keys.
@@ -22,6 +23,8 @@ pub struct TpmConfig {
     pub owner_auth: crate::secret::Secret<Vec<u8>>,
     /// File that persists the AK between starts.
     pub ak_store: PathBuf,
+    /// The IAK and IDevID, when `enable_iak_idevid` is on.
+    pub device_identity: Option<DeviceIdentityConfig>,
 }
 
 /// The public identity of the TPM, fixed for the owner's lifetime.
@@ -31,8 +34,15 @@ pub struct TpmKeys {
     pub ek_public: Vec<u8>,
     /// EK public key as PEM SubjectPublicKeyInfo (`hash_ek`).
     pub ek_public_pem: String,
+    /// The EK's type, read from its public area (a persistent EK may be of
+    /// another type than `tpm_encryption_alg`).
+    pub ek_alg: EncryptionAlg,
     /// EK certificate as PEM, the certificate alone (`ekcert`).
     pub ek_cert_pem: Option<String>,
+    /// The EK certificate's issuers from NV (0x01c00100–0x01c001ff), PEM.
+    pub ek_chain_pem: Vec<String>,
+    /// The IAK and IDevID with their certificates, when configured.
+    pub device: Option<DeviceKeys>,
     /// AK as TPM2B_PUBLIC (`aik_tpm`).
     pub ak_public: Vec<u8>,
     /// Whether the AK was reloaded from `agent_data_path` rather than created.
