@@ -24,7 +24,9 @@ const SIZED_ENC_ALG_API: ApiVersion = ApiVersion::new(2, 5);
 /// accept_tpm_*_algs`, which the tenant hands to the verifier), for the
 /// algorithms in use (hash, EK type, signing); empty when the defaults
 /// accept them.
-pub fn default_list_notes((hash, ek, signing): (HashAlg, EncryptionAlg, SigningAlg)) -> Vec<String> {
+pub fn default_list_notes(
+    (hash, ek, signing): (HashAlg, EncryptionAlg, SigningAlg),
+) -> Vec<String> {
     let mut notes = Vec::new();
     if ek.is_high_range() {
         notes.push(format!(
@@ -104,7 +106,10 @@ mod tests {
         let said = release_refusals(v(4), (EncryptionAlg::Rsa3072, rsassa));
         assert_eq!(said.len(), 1);
         assert!(said[0].contains("rsa3072") && said[0].contains("\"rsa\""));
-        assert_eq!(release_refusals(v(3), (EncryptionAlg::EccP384, rsassa)).len(), 1);
+        assert_eq!(
+            release_refusals(v(3), (EncryptionAlg::EccP384, rsassa)).len(),
+            1
+        );
         assert!(release_refusals(v(5), (EncryptionAlg::EccP384, rsassa)).is_empty());
         assert!(release_refusals(v(4), (EncryptionAlg::EccP256, rsassa)).is_empty());
     }

@@ -43,18 +43,7 @@ fn tpm_config(tpm: &Swtpm, dir: &Path) -> (TpmConfig, std::path::PathBuf) {
         ],
     );
     let config = common::load_config(file, tpm.tcti());
-    (
-        TpmConfig {
-            tcti: config.tcti.clone(),
-            hash_alg: config.tpm_hash_alg,
-            encryption_alg: config.tpm_encryption_alg,
-            signing_alg: config.tpm_signing_alg,
-            ek_handle: None,
-            owner_auth: config.tpm_ownerpassword.clone(),
-            ak_store: config.agent_data_path.clone(),
-        },
-        config.agent_data_path,
-    )
+    (config.tpm_config(), config.agent_data_path)
 }
 
 /// The TPM transaction behind one quote (`request`), through the agent's

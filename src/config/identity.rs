@@ -32,7 +32,7 @@ pub(super) fn device_identity(
     };
     Ok(Some(DeviceIdentityConfig {
         template: raw.parse("iak_idevid_template", "detect", |v| {
-            IdentityTemplate::parse(v.trim()).map_err(|()| InvalidValue::new(TEMPLATE_ACCEPTED))
+            IdentityTemplate::parse(v.trim()).map_err(|_| InvalidValue::new(TEMPLATE_ACCEPTED))
         })?,
         iak: key("iak")?,
         idevid: key("idevid")?,

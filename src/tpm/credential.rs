@@ -114,7 +114,8 @@ fn ek_policy_branches(name_alg: HashingAlgorithm) -> Result<Option<DigestList>, 
         HashingAlgorithm::Sha256 => Ok(None),
         HashingAlgorithm::Sha384 => {
             let mut list = DigestList::new();
-            for digest in [policy_secret_endorsement_sha384(), POLICY_C_SHA384.to_vec()] {
+            let policy_c = hex::decode(POLICY_C_SHA384).unwrap_or_default();
+            for digest in [policy_secret_endorsement_sha384(), policy_c] {
                 let digest = Digest::try_from(digest).map_err(TpmError::tss("EK policy digest"))?;
                 list.add(digest).map_err(TpmError::tss("EK policy list"))?;
             }
@@ -129,9 +130,8 @@ fn ek_policy_branches(name_alg: HashingAlgorithm) -> Result<Option<DigestList>, 
 /// PolicyC of the high-range EK templates for SHA-384, as the TCG EK
 /// Credential Profile (2.5, B.6) publishes it; `tests::high_range_policy_or`
 /// checks that PolicyOR(PolicyA, PolicyC) is the template's authPolicy.
-const POLICY_C_SHA384: [u8; 48] = hex_literal(
-    "d6032ce61f2fb3c240eb3cf6a33237ef2b6a16f4293c22b455e261cffd217ad5b4947c2d73e63005eed2dc2b3593d165",
-);
+const POLICY_C_SHA384: &str =
+    "d6032ce61f2fb3c240eb3cf6a33237ef2b6a16f4293c22b455e261cffd217ad5b4947c2d73e63005eed2dc2b3593d165";
 
 /// PolicyA for SHA-384: PolicySecret(TPM_RH_ENDORSEMENT) with an empty
 /// policyRef, computed as TPM 2.0 Part 3 (23.4) defines the update:
@@ -144,26 +144,6 @@ fn policy_secret_endorsement_sha384() -> Vec<u8> {
     first.extend(TPM_RH_ENDORSEMENT.to_be_bytes());
     let inner = openssl::sha::sha384(&first);
     openssl::sha::sha384(&inner).to_vec()
-}
-
-/// Hex text to bytes at compile time (for the published policy digests).
-const fn hex_literal<const N: usize>(text: &str) -> [u8; N] {
-    const fn nibble(c: u8) -> u8 {
-        match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => panic!("not lower-case hex"),
-        }
-    }
-    let bytes = text.as_bytes();
-    assert!(bytes.len() == 2 * N, "wrong hex length");
-    let mut out = [0u8; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = nibble(bytes[2 * i]) << 4 | nibble(bytes[2 * i + 1]);
-        i += 1;
-    }
-    out
 }
 
 fn run_activation(
@@ -221,7 +201,7 @@ mod tests {
         let mut or = vec![0u8; 48];
         or.extend(0x0000_0171u32.to_be_bytes());
         or.extend(policy_secret_endorsement_sha384());
-        or.extend(POLICY_C_SHA384);
+        or.extend(hex::decode(POLICY_C_SHA384).expect("hex"));
         let template = create_ek_public_from_default_template_2(
             AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa3072),
             None,

@@ -97,9 +97,7 @@ impl TpmError {
             | Self::Unexpected(_)
             | Self::Host(_)
             | Self::AkStore { .. }
-            | Self::Identity { .. } => {
-                TpmErrorKind::Fatal
-            }
+            | Self::Identity { .. } => TpmErrorKind::Fatal,
         }
     }
 }

@@ -23,7 +23,7 @@ pub use context::{allocated_banks, bank_names};
 pub use credential::{parse_credential_blob, CredentialBlob, ACTIVATE_CREDENTIAL_OP};
 pub use device_id::{
     template_public, DeviceIdentityConfig, DeviceKeys, IdentityKey, IdentityKeyConfig,
-    IdentityTemplate, Which, TEMPLATE_ACCEPTED,
+    IdentityTemplate, UnknownTemplate, Which, TEMPLATE_ACCEPTED,
 };
 pub use ek_cert::{split_certificates, CHAIN_FIRST, CHAIN_LAST};
 pub use error::{TpmError, TpmErrorKind};
@@ -146,8 +146,10 @@ impl Tpm {
         &self,
         qualifying: Vec<u8>,
     ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
-        self.run("certify", move |owner| owner.certify_ak_with_iak(qualifying))
-            .await
+        self.run("certify", move |owner| {
+            owner.certify_ak_with_iak(qualifying)
+        })
+        .await
     }
 
     /// Extends `pcr` in the AK's hash bank with `digest` (e.g. a payload

@@ -17,10 +17,10 @@ use super::context::{
 use super::device_id::{self, DeviceKeys};
 use super::ek_cert;
 use super::error::{TpmError, TpmErrorKind};
-use crate::algorithms::EncryptionAlg;
 use super::keys::{self, StoredAkState};
 use super::public;
 use super::settings::TpmConfig;
+use crate::algorithms::EncryptionAlg;
 
 /// What the probe found.
 #[derive(Debug, Clone)]
@@ -149,9 +149,10 @@ pub fn probe(config: &TpmConfig) -> Result<TpmProbe, ProbeError> {
         .ek_certificate_nv_index();
     let ek_cert_pem = ek_cert::read_ek_certificate(&mut ctx, ek_cert_index)?;
     let ek_chain_pem = ek_cert::read_ek_chain(&mut ctx)?;
-    let device = config.device_identity.as_ref().map(|identity| {
-        device_id::load(&mut ctx, identity).map_err(|e| e.to_string())
-    });
+    let device = config
+        .device_identity
+        .as_ref()
+        .map(|identity| device_id::load(&mut ctx, identity).map_err(|e| e.to_string()));
     Ok(TpmProbe {
         manufacturer,
         vendor,

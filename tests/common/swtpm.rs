@@ -25,6 +25,27 @@ pub fn template() -> Result<PathBuf, String> {
         .clone()
 }
 
+/// The identity swtpm template (`swtpm-ci/provision-identity`: RSA 3072 and
+/// P-384 EKs, the EK chain in NV, IAK/IDevID with their certificates).
+pub fn identity_template() -> Result<PathBuf, String> {
+    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            template()?;
+            let out = Command::new(script("provision-identity"))
+                .output()
+                .map_err(|e| format!("provision-identity: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "provision-identity failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+        .clone()
+}
+
 /// The swtpm local CA certificates (root then issuer), PEM.
 pub fn ek_ca_chain() -> PathBuf {
     template().expect("template").join("ek-ca-chain.pem")
@@ -39,7 +60,16 @@ pub struct Swtpm {
 
 impl Swtpm {
     pub fn start() -> Option<Self> {
-        let template = match template() {
+        Self::start_from(template())
+    }
+
+    /// A swtpm with a copy of the identity template.
+    pub fn start_identity() -> Option<Self> {
+        Self::start_from(identity_template())
+    }
+
+    fn start_from(template: Result<PathBuf, String>) -> Option<Self> {
+        let template = match template {
             Ok(t) => t,
             Err(reason) => return skip(&reason),
         };
