@@ -138,6 +138,8 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
         ("metrics_address", "127.0.0.1:0", "IP:PORT"),
         ("log_format", "yaml", "json"),
         ("max_connections", "0", "1 to 65536"),
+        ("tpm_encryption_alg", "rsa4096", "rsa3072"),
+        ("enable_iak_idevid", "maybe", "true or false"),
     ];
     for (key, value, accepted) in cases {
         let dir = Dir::new();
@@ -148,6 +150,54 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
         assert!(!line.contains('\n'), "{line}");
         assert!(
             line.contains(key) && line.contains(value) && line.contains(accepted),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn device_identity_keys_are_read_only_when_enabled_and_bad_ones_are_named() {
+    let dir = Dir::new();
+    let conf = || vec![dir.file("a.conf", &base(&dir))];
+    let off = load(conf(), &[("iak_handle", "0x81020000")]).expect("off");
+    assert!(off.config.device_identity.is_none());
+    let on = load(
+        conf(),
+        &[
+            ("enable_iak_idevid", "true"),
+            ("iak_handle", "0x81020000"),
+            ("iak_password", "hex:0102"),
+            ("iak_idevid_template", "H-2"),
+        ],
+    )
+    .expect("on");
+    let identity = on.config.device_identity.expect("identity");
+    assert_eq!(identity.iak.handle, Some(0x8102_0000));
+    assert_eq!(identity.idevid.handle, None);
+    assert_eq!(identity.iak.password.as_slice(), &[1, 2]);
+    assert_eq!(identity.template, Some(crate::tpm::IdentityTemplate::H2));
+    assert!(identity.iak.cert.ends_with("iak-cert.crt"));
+    assert!(identity.idevid.cert.ends_with("idevid-cert.crt"));
+    for (key, value, accepted) in [
+        ("iak_idevid_template", "H-9", "detect, H-1, H-2, H-3"),
+        ("iak_idevid_template", "manual", "detect, H-1, H-2, H-3"),
+        ("iak_handle", "0x01c00002", "0x81000000"),
+        ("idevid_handle", "generate", "recreate from the template"),
+        ("idevid_password", "hex:xyz", "hex digits"),
+    ] {
+        let err = load(conf(), &[("enable_iak_idevid", "true"), (key, value)])
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {value} was accepted"));
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        // A password's value is never shown, not even a wrong one.
+        let shown = if key.ends_with("password") {
+            !line.contains(value) && line.contains("<redacted>")
+        } else {
+            line.contains(value)
+        };
+        assert!(
+            line.contains(key) && shown && line.contains(accepted),
             "{line}"
         );
     }
@@ -249,7 +299,7 @@ fn missing_named_file_is_an_error() {
 fn unknown_and_unused_keys_warn_without_failing() {
     let dir = Dir::new();
     let body = format!(
-        "{}frobnicate = 1\nsecure_size = \"1m\"\nenable_iak_idevid = true\n",
+        "{}frobnicate = 1\nsecure_size = \"1m\"\niak_idevid_name_alg = \"sha384\"\n",
         base(&dir)
     );
     let loaded = load(vec![dir.file("a.conf", &body)], &[("bogus", "x")]).expect("load");
@@ -259,7 +309,7 @@ fn unknown_and_unused_keys_warn_without_failing() {
         all.contains("\"bogus\"") && all.contains("environment"),
         "{all}"
     );
-    assert!(all.contains("enable_iak_idevid"), "{all}");
+    assert!(all.contains("iak_idevid_name_alg"), "{all}");
     assert!(
         !all.contains("secure_size"),
         "a default value must stay silent: {all}"

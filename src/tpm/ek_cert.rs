@@ -142,6 +142,10 @@ mod tests {
         b.set_subject_name(&name).expect("subject");
         b.set_issuer_name(&name).expect("issuer");
         b.set_pubkey(&key).expect("pubkey");
+        let now = openssl::asn1::Asn1Time::days_from_now(0).expect("now");
+        let later = openssl::asn1::Asn1Time::days_from_now(30).expect("later");
+        b.set_not_before(&now).expect("not before");
+        b.set_not_after(&later).expect("not after");
         b.sign(&key, openssl::hash::MessageDigest::sha256())
             .expect("sign");
         b.build().to_der().expect("der")
