@@ -8,26 +8,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{agent_lines, write_config, Peers, Swtpm, AGENT_BIN};
+use common::{agent_lines, write_config, Peers, Swtpm};
 
 const ID: &str = "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d";
 
 /// `keylime_agent check [extra args]` with `config` and `tcti`.
 fn check(config: &Path, tcti: &str, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(AGENT_BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYLIME") || k == "TCTI" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("check")
-        .args(extra)
-        .env("KEYLIME_AGENT_CONFIG", config)
-        .env("TCTI", tcti)
-        .output()
-        .expect("run check")
+    common::run_check(config, tcti, extra)
 }
 
 fn stdout(out: &Output) -> String {

@@ -18,13 +18,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::{
     agent_lines, identity_template, ima_entries, wait_until, write_config, Agent, Peers, Release,
-    StateDir, Swtpm, AGENT_BIN, KEYLIME_7_13, KEYLIME_7_14,
+    StateDir, Swtpm, KEYLIME_7_13, KEYLIME_7_14,
 };
 
 const GET_QUOTE: i64 = 3;
@@ -86,19 +86,8 @@ fn registrar_log(peers: &Peers) -> String {
     std::fs::read_to_string(peers.dir.path().join("registrar.log")).unwrap_or_default()
 }
 
-/// `keylime_agent check` with `config` and `tcti`.
 fn check(config: &Path, tcti: &str) -> Output {
-    let mut cmd = Command::new(AGENT_BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KEYLIME") || k == "TCTI" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.arg("check")
-        .env("KEYLIME_AGENT_CONFIG", config)
-        .env("TCTI", tcti)
-        .output()
-        .expect("run check")
+    common::run_check(config, tcti, &[])
 }
 
 /// IMA entries in PCR 10 and a runtime policy allowing them.
@@ -130,22 +119,9 @@ fn added_and_attested(peers: &Peers, id: &str, port: u16, policy: &Path, agent: 
     );
 }
 
-/// The agent with the usual test config plus `extra` (whose keys replace
-/// the usual ones).
 fn spawn(peers: &Peers, tpm: &Swtpm, dir: &StateDir, id: &str, extra: &[String]) -> (Agent, u16) {
-    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
-    let mut lines: Vec<String> = agent_lines(dir.path(), id, Some(peers))
-        .into_iter()
-        .filter(|l| !extra.iter().any(|e| key(e) == key(l)))
-        .collect();
-    lines.extend(extra.iter().cloned());
-    let port = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("port = "))
-        .and_then(|p| p.parse().ok())
-        .expect("port line");
-    let config = write_config(dir.path(), &lines);
-    (Agent::spawn(&config, &tpm.tcti(), &[]), port)
+    let (agent, _, port) = common::spawned_agent(peers, tpm, dir, id, extra, &[]);
+    (agent, port)
 }
 
 /// The registrar verified the IAK/IDevID and the AK's certification.

@@ -68,7 +68,27 @@ pub fn registered_agent_with_env(
     extra: &[String],
     env: &[(&str, &str)],
 ) -> (Agent, PathBuf, u16) {
-    let mut lines = agent_lines(dir.path(), id, Some(peers));
+    let (mut agent, config, port) = spawned_agent(peers, tpm, dir, id, extra, env);
+    agent.wait_for("registered and activated", 30);
+    (agent, config, port)
+}
+
+/// The agent binary with the usual test config plus `extra` (whose keys
+/// replace the usual ones), started against `peers`' registrar. Returns
+/// it, its config file, and its API port.
+pub fn spawned_agent(
+    peers: &Peers,
+    tpm: &Swtpm,
+    dir: &StateDir,
+    id: &str,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> (Agent, PathBuf, u16) {
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+    let mut lines: Vec<String> = agent_lines(dir.path(), id, Some(peers))
+        .into_iter()
+        .filter(|l| !extra.iter().any(|e| key(e) == key(l)))
+        .collect();
     lines.extend(extra.iter().cloned());
     let port = lines
         .iter()
@@ -76,9 +96,24 @@ pub fn registered_agent_with_env(
         .and_then(|p| p.parse().ok())
         .expect("port line");
     let config = write_config(dir.path(), &lines);
-    let mut agent = Agent::spawn(&config, &tpm.tcti(), env);
-    agent.wait_for("registered and activated", 30);
-    (agent, config, port)
+    (Agent::spawn(&config, &tpm.tcti(), env), config, port)
+}
+
+/// `keylime_agent check [extra args]` with `config` and `tcti`, in an
+/// environment without `KEYLIME*` and `TCTI` variables of its own.
+pub fn run_check(config: &Path, tcti: &str, extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(AGENT_BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYLIME") || k == "TCTI" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("check")
+        .args(extra)
+        .env("KEYLIME_AGENT_CONFIG", config)
+        .env("TCTI", tcti)
+        .output()
+        .expect("run check")
 }
 
 /// The agent binary running as a child, its output in a log file.

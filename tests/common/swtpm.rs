@@ -11,16 +11,7 @@ pub fn template() -> Result<PathBuf, String> {
             if Command::new("swtpm").arg("--version").output().is_err() {
                 return Err("swtpm is not installed (run swtpm-ci/install)".into());
             }
-            let out = Command::new(script("provision-swtpm"))
-                .output()
-                .map_err(|e| format!("provision-swtpm: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "provision-swtpm failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            provisioned("provision-swtpm")
         })
         .clone()
 }
@@ -32,18 +23,23 @@ pub fn identity_template() -> Result<PathBuf, String> {
     TEMPLATE
         .get_or_init(|| {
             template()?;
-            let out = Command::new(script("provision-identity"))
-                .output()
-                .map_err(|e| format!("provision-identity: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "provision-identity failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            provisioned("provision-identity")
         })
         .clone()
+}
+
+/// Runs the provisioning script `name`; the directory it prints.
+fn provisioned(name: &str) -> Result<PathBuf, String> {
+    let out = Command::new(script(name))
+        .output()
+        .map_err(|e| format!("{name}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// The swtpm local CA certificates (root then issuer), PEM.
