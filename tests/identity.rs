@@ -7,7 +7,8 @@
 //!   certificate for another key (by the agent, at start) and with a
 //!   corrupted certification (a tampering proxy in front of the registrar);
 //! - RSA 3072 and P-384 EKs registered and attested by 7.14.3 with the
-//!   tenant's accept lists widened, refused with the defaults;
+//!   tenant's accept lists widened, refused with the defaults; an RSA 3072
+//!   EK attested by 7.13.1 as `rsa`, which the agent says at start;
 //! - the EK chain from NV: the tenant's EK check passes with the
 //!   intermediate in its store and fails with the root alone.
 
@@ -478,4 +479,38 @@ fn rsa_3072_ek_registered_and_attested_by_7_14_3_with_the_list_widened_refused_b
 #[test]
 fn p384_ek_and_ak_registered_and_attested_by_7_14_3_with_the_list_widened_refused_by_default() {
     high_range_ek("ecc384", "1dea0000-aaaa-4bbb-8ccc-000000000008");
+}
+
+#[test]
+fn rsa_3072_ek_with_7_13_1_is_named_rsa_and_the_agent_says_so_at_start() {
+    let Some(peers) = Peers::start_release("all", KEYLIME_7_13) else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start_identity() else {
+        return;
+    };
+    let dir = common::state_dir();
+    let (ima, policy) = ima(&tpm, &dir);
+    let id = "1dea0000-aaaa-4bbb-8ccc-000000000009";
+    let extra = [
+        "tpm_encryption_alg = \"rsa3072\"".to_string(),
+        format!("ima_ml_path = {:?}", ima.display().to_string()),
+    ];
+    let (mut agent, port) = spawn(&peers, &tpm, &dir, id, &extra);
+    agent.wait_for("registered and activated", 60);
+    let output = agent.output();
+    let said: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("know only \"rsa\" and \"ecc\" EKs"))
+        .collect();
+    assert_eq!(said.len(), 1, "{output}");
+    assert!(
+        said[0].contains("WARN") && said[0].contains("API 2.4"),
+        "{}",
+        said[0]
+    );
+    added_and_attested(&peers, id, port, &policy, &agent);
+    assert_eq!(peers.verifier_db(id, "enc_alg"), "rsa");
+    let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
 }
