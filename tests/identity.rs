@@ -169,6 +169,24 @@ fn iak_pull(release: Release, which: &str, id: &str) {
         );
     }
 
+    // info --json: both certificates, matching the TPM.
+    let out = std::process::Command::new(common::AGENT_BIN)
+        .args(["info", "--json"])
+        .env("KEYLIME_AGENT_CONFIG", dir.path().join("agent.conf"))
+        .env("TCTI", tpm.tcti())
+        .output()
+        .expect("info");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let identity = &info["tpm"]["device_identity"];
+    assert_eq!(identity["template"], template, "{info}");
+    for key in ["iak", "idevid"] {
+        assert_eq!(identity[key]["matches_tpm"], true, "{info}");
+        assert_eq!(
+            identity[key]["issuer"], "O=keylime-agent-ci, CN=device identity CA",
+            "{info}"
+        );
+    }
+
     let (mut agent, port) = spawn(&peers, &tpm, &dir, id, &extra);
     agent.wait_for("registered and activated", 60);
     assert_iak_accepted(&peers, id, &agent);
@@ -511,6 +529,43 @@ fn rsa_3072_ek_with_7_13_1_is_named_rsa_and_the_agent_says_so_at_start() {
     );
     added_and_attested(&peers, id, port, &policy, &agent);
     assert_eq!(peers.verifier_db(id, "enc_alg"), "rsa");
+    let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn a_persistent_p384_ek_is_taken_for_what_its_public_area_says() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start_identity() else {
+        return;
+    };
+    let dir = common::state_dir();
+    let id = "1dea0000-aaaa-4bbb-8ccc-00000000000a";
+    // tpm_encryption_alg says rsa; the handle holds swtpm's P-384 EK.
+    let extra = ["ek_handle = \"0x81010016\"".to_string()];
+    let (mut agent, _) = spawn(&peers, &tpm, &dir, id, &extra);
+    agent.wait_for("registered and activated", 60);
+    let output = agent.output();
+    assert_eq!(
+        output
+            .lines()
+            .filter(|l| l.contains("the persistent EK is ecc384, not rsa2048"))
+            .count(),
+        1,
+        "{output}"
+    );
+    let (_, record) = peers.registrar_agent(id);
+    let ekcert = B64
+        .decode(record["results"]["ekcert"].as_str().expect("ekcert"))
+        .expect("base64");
+    let leaf = openssl::x509::X509::from_der(&ekcert).expect("the leaf");
+    let key = leaf.public_key().expect("key");
+    assert_eq!(
+        key.ec_key().expect("EC").group().curve_name(),
+        Some(openssl::nid::Nid::SECP384R1)
+    );
     let log = agent.stop();
     assert!(!log.contains("ERROR"), "{log}");
 }
