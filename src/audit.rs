@@ -26,6 +26,8 @@ pub enum Event {
     Registered,
     /// TPM2_ActivateCredential proved the AK and EK share a TPM.
     Activated,
+    /// Registration is being redone (`SIGHUP`, `registrar_refresh_interval`).
+    Reregistering,
     /// An identity quote was served.
     IdentityQuoteServed,
     /// A U key half arrived.
@@ -56,6 +58,7 @@ impl Event {
             Self::PrivilegesDropped => "privileges_dropped",
             Self::Registered => "registered",
             Self::Activated => "activated",
+            Self::Reregistering => "reregistering",
             Self::IdentityQuoteServed => "identity_quote_served",
             Self::UReceived => "u_received",
             Self::VReceived => "v_received",

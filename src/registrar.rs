@@ -83,6 +83,14 @@ fn iak_qualifying_data(version: ApiVersion, agent_id: &str) -> Vec<u8> {
     }
 }
 
+/// Whether a 403's text is the registrar's answer to a registration that
+/// lost a race with another one of the same id (its database refused the
+/// second insert), as Keylime 7.14.3 words it, rather than a refused
+/// identity change.
+fn is_concurrent_registration(text: &str) -> bool {
+    text.contains("concurrent registration is in progress")
+}
+
 /// Client for one registrar.
 #[derive(Debug, Clone)]
 pub struct RegistrarClient {
@@ -126,8 +134,10 @@ impl RegistrarClient {
         let mut retry_number = 0u32;
         let mut rejected_challenges = 0u32;
         crate::service::status(&format!("registering with the registrar at {}", self.base));
+        let mut attempts = 0u32;
         loop {
-            match self.attempt(reg, tpm).await {
+            attempts += 1;
+            match self.attempt(reg, tpm, attempts).await {
                 Ok(version) => return Ok(version),
                 Err(e) if e.is_rejected_challenge() && rejected_challenges < CHALLENGE_ATTEMPTS => {
                     rejected_challenges += 1;
@@ -151,7 +161,12 @@ impl RegistrarClient {
         }
     }
 
-    async fn attempt(&self, reg: &Registration, tpm: &Tpm) -> Result<ApiVersion, RegistrarError> {
+    async fn attempt(
+        &self,
+        reg: &Registration,
+        tpm: &Tpm,
+        attempts: u32,
+    ) -> Result<ApiVersion, RegistrarError> {
         let version = self.version().await?;
         let blob = self.post_identity(version, reg, tpm).await?;
         audit::record(
@@ -180,9 +195,11 @@ impl RegistrarClient {
             agent_id = %reg.agent_id,
             api_version = %version,
             registrar = %self.base,
-            "agent {} registered and activated (registrar API {version}) at {}",
+            attempts,
+            "agent {} registered and activated (registrar API {version}) at {} after {attempts} {}",
             reg.agent_id,
-            self.base
+            self.base,
+            if attempts == 1 { "attempt" } else { "attempts" }
         );
         crate::metrics::get().registered.set(1);
         audit::record(
@@ -304,6 +321,11 @@ impl RegistrarClient {
                 op,
                 reason: format!("HTTP 200 but the answer is not JSON ({} bytes)", body.len()),
             }),
+            403 if !agent_id.is_empty() && is_concurrent_registration(&text) => {
+                Err(RegistrarError::ConcurrentRegistration {
+                    agent_id: agent_id.into(),
+                })
+            }
             403 if !agent_id.is_empty() => Err(RegistrarError::IdentityConflict {
                 agent_id: agent_id.into(),
             }),

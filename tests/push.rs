@@ -179,15 +179,25 @@ fn the_push_agent_survives_a_verifier_restart_a_deletion_and_a_verifier_down_at_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let gone = "the verifier has no record of this agent";
     assert!(
-        wait_until(20, || agent.output().contains("HTTP 404")),
+        wait_until(20, || agent.output().contains(gone)),
         "{}",
         agent.output()
     );
+    // Asked again on the attestation interval while it is gone.
+    std::thread::sleep(Duration::from_secs(6));
     peers.tenant_add_push(id, &policy);
     wait_status(&peers, id, 60, |s, c| s == "PASS" && c >= 2);
     assert_eq!(agent.pid(), pid);
     let log = agent.stop();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains(gone)).collect();
+    assert_eq!(warned.len(), 1, "one WARN line while deleted:\n{log}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("HTTP 404"),
+        "{}",
+        warned[0]
+    );
     assert!(log.contains("recovered: attesting"), "{log}");
 
     // Down for the first 30 s of the agent's run: it attests once it is up.

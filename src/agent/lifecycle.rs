@@ -3,7 +3,8 @@
 //! logs held open, the front end's root-only part (pull: secure directory,
 //! mTLS identity, socket; push: the verifier's CA), the switch to `run_as`,
 //! the front end started, registration, then the front end's work until the
-//! shutdown signal. Stop, in this order: the front end, the TPM (its objects
+//! shutdown signal, while `SIGHUP` (and `registrar_refresh_interval`)
+//! register again. Stop, in this order: the front end, the TPM (its objects
 //! flushed), observing.
 
 use std::fmt::Display;
@@ -42,6 +43,8 @@ pub async fn run<F: FrontEnd>(
     mut front: F,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), F::Error> {
+    // From here SIGHUP means "register again" instead of ending the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let observing = Observing::start(config).map_err(AgentError::from)?;
     let mut core = match AgentCore::prepare(config).await {
         Ok(core) => core,
@@ -66,7 +69,10 @@ pub async fn run<F: FrontEnd>(
     let outcome = tokio::select! {
         worked = async {
             core.register().await?;
-            front.work(&core).await
+            tokio::select! {
+                worked = front.work(&core) => worked,
+                never = core.keep_registered(hangup) => match never {},
+            }
         } => worked,
         () = &mut shutdown => Ok(()),
     };

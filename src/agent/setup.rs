@@ -30,6 +30,8 @@ pub struct AgentCore {
     pub attestation: Attestation,
     /// The account `run_as` names, when the agent will switch to it.
     pub run_as: Option<Identity>,
+    /// Register again this often (`registrar_refresh_interval`), or never.
+    pub registrar_refresh: Option<std::time::Duration>,
 }
 
 /// Lays out `keylime_dir`: root's (or the agent user's), 0700, or 0710
@@ -146,6 +148,7 @@ impl AgentCore {
             registration,
             attestation,
             run_as,
+            registrar_refresh: config.registrar_refresh_interval,
         })
     }
 
@@ -184,6 +187,44 @@ impl AgentCore {
             tracing::warn!("{refusal}");
         }
         Ok(())
+    }
+}
+
+impl AgentCore {
+    /// Registers again, with the same identity and a fresh challenge, on
+    /// every `SIGHUP` (`hangup`) and every `registrar_refresh_interval`:
+    /// a record the registrar lost (deleted, or a database restored from
+    /// before) comes back without a restart. A failed re-registration is
+    /// logged and the agent goes on serving; the next signal or tick tries
+    /// again. Never ends.
+    pub async fn keep_registered(
+        &self,
+        mut hangup: Option<tokio::signal::unix::Signal>,
+    ) -> std::convert::Infallible {
+        let mut ticks = self.registrar_refresh.map(|every| {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        loop {
+            let why = tokio::select! {
+                Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
+                Some(_) = async { Some(ticks.as_mut()?.tick().await) } => "registrar_refresh_interval",
+                // Neither source (no signal handler, no interval): nothing to do.
+                else => std::future::pending().await,
+            };
+            tracing::info!(
+                "{why}: registering with the registrar again (only the registration is redone; \
+                 restart the agent to apply config or certificate changes)"
+            );
+            crate::audit::record(
+                crate::audit::Event::Reregistering,
+                serde_json::json!({ "agent_id": self.agent_id.to_string(), "why": why }),
+            );
+            if let Err(e) = self.register().await {
+                tracing::error!("registering again ({why}) failed: {e}; the agent goes on serving");
+            }
+        }
     }
 }
 

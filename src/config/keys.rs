@@ -59,6 +59,7 @@ pub const USED: &[&str] = &[
     "exponential_backoff_initial_delay",
     "exponential_backoff_max_delay",
     "exponential_backoff_jitter",
+    "registrar_refresh_interval",
     "tcti",
     "ima_ml_path",
     "measuredboot_ml_path",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{invalid, ConfigError};
 use super::raw::{check_ca_file, RawAgentSection};
-use super::values;
+use super::values::{self, InvalidValue};
 use crate::retry::RetryPolicy;
 
 /// Registration over HTTPS (`registrar_tls_enabled = true`).
@@ -53,6 +53,23 @@ pub(super) fn retry_policy(raw: &RawAgentSection) -> Result<RetryPolicy, ConfigE
         )?,
         initial_delay: raw.parse("exponential_backoff_initial_delay", "1000", values::millis)?,
         max_delay: raw.parse("exponential_backoff_max_delay", "60000", values::millis)?,
-        jitter: raw.parse("exponential_backoff_jitter", "0.2", values::fraction)?,
+        // Full jitter: a fleet booting together spreads its retries over the
+        // whole window rather than retrying in waves.
+        jitter: raw.parse("exponential_backoff_jitter", "1.0", values::fraction)?,
     })
+}
+
+/// `registrar_refresh_interval`: `off` (or empty, or 0) for never, else a
+/// whole number of seconds, at least 60 (a fleet re-registering more often
+/// would only load the registrar).
+pub(super) fn refresh_interval(raw: &str) -> Result<Option<std::time::Duration>, InvalidValue> {
+    match raw.trim() {
+        "" | "off" | "0" => Ok(None),
+        value => value
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s >= 60)
+            .map(|s| Some(std::time::Duration::from_secs(s)))
+            .ok_or_else(|| InvalidValue::new("off, or a whole number of seconds from 60 on")),
+    }
 }

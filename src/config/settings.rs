@@ -10,7 +10,7 @@ use super::observe::ObserveConfig;
 use super::payload::{PayloadConfig, RevocationConfig};
 use super::push::PushConfig;
 use super::raw::RawAgentSection;
-use super::registrar::{registrar_tls, retry_policy, RegistrarTls};
+use super::registrar::{refresh_interval, registrar_tls, retry_policy, RegistrarTls};
 use super::values::{self, InvalidValue, RunAs};
 use super::versions::{api_versions, registrar_api_versions};
 use crate::algorithms::{
@@ -83,6 +83,8 @@ pub struct Config {
     pub api_versions: Vec<ApiVersion>,
     /// Registrar retry policy (`exponential_backoff_*`).
     pub registrar_retry: RetryPolicy,
+    /// Register again this often (`registrar_refresh_interval`), or never.
+    pub registrar_refresh_interval: Option<std::time::Duration>,
     /// The TPM connection (`TCTI` environment variable or `tcti`).
     pub tcti: String,
     /// The IMA runtime measurement list (`ima_ml_path`).
@@ -168,6 +170,11 @@ impl Config {
             run_as: raw.parse("run_as", "", values::run_as)?,
             api_versions: raw.parse("api_versions", "default", api_versions)?,
             registrar_retry: retry_policy(raw)?,
+            registrar_refresh_interval: raw.parse(
+                "registrar_refresh_interval",
+                "off",
+                refresh_interval,
+            )?,
             tcti: tcti(tcti_env, raw.get("tcti")),
             ima_ml_path: path("ima_ml_path", DEFAULT_IMA_ML_PATH),
             measuredboot_ml_path: path("measuredboot_ml_path", DEFAULT_MEASUREDBOOT_ML_PATH),

@@ -139,6 +139,8 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
         ("log_format", "yaml", "json"),
         ("max_connections", "0", "1 to 65536"),
         ("tpm_encryption_alg", "rsa4096", "rsa3072"),
+        ("registrar_refresh_interval", "30", "from 60 on"),
+        ("registrar_refresh_interval", "hourly", "from 60 on"),
         ("enable_iak_idevid", "maybe", "true or false"),
     ];
     for (key, value, accepted) in cases {
@@ -152,6 +154,24 @@ fn each_bad_value_fails_with_one_line_naming_key_value_and_accepted() {
             line.contains(key) && line.contains(value) && line.contains(accepted),
             "{line}"
         );
+    }
+}
+
+#[test]
+fn registrar_refresh_is_off_by_default_and_full_jitter_is_the_default() {
+    let dir = Dir::new();
+    let conf = || vec![dir.file("a.conf", &base(&dir))];
+    let default = load(conf(), &[]).expect("default").config;
+    assert_eq!(default.registrar_refresh_interval, None);
+    assert_eq!(default.registrar_retry.jitter, 1.0);
+    let hourly = load(conf(), &[("registrar_refresh_interval", "3600")]).expect("3600");
+    assert_eq!(
+        hourly.config.registrar_refresh_interval,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    for off in ["off", "0", ""] {
+        let loaded = load(conf(), &[("registrar_refresh_interval", off)]).expect("off");
+        assert_eq!(loaded.config.registrar_refresh_interval, None, "{off:?}");
     }
 }
 

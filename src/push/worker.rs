@@ -56,6 +56,9 @@ enum Failure {
     /// The attestation went stale (403: expired challenge, newer
     /// attestation): start a new one.
     Stale(CallError),
+    /// The verifier has no record of this agent (404): it was deleted, or
+    /// not added yet. Asked again every attestation interval, not faster.
+    NotEnrolled(CallError),
     /// Anything else: unreachable, 5xx, not enrolled, refused proof, an
     /// unusable answer, a TPM error. Retried with the policy's pauses.
     Failed(String),
@@ -71,6 +74,7 @@ impl From<CallError> for Failure {
                 ..
             } => Self::Throttled(secs, e),
             CallError::Status { status: 403, .. } => Self::Stale(e),
+            CallError::Status { status: 404, .. } => Self::NotEnrolled(e),
             other => Self::Failed(other.to_string()),
         }
     }
@@ -287,6 +291,14 @@ impl Worker {
                 )
             }
             Failure::Stale(e) => (e.to_string(), None),
+            Failure::NotEnrolled(e) => (
+                format!(
+                    "the verifier has no record of this agent ({e}); it was deleted or is not added yet: \
+                     asking again every {} s until it is added",
+                    self.setup.interval.as_secs()
+                ),
+                Some(self.setup.interval),
+            ),
             // What the verifier asked for, within the policy: capped at
             // max_delay and never zero, as for the registrar.
             Failure::Throttled(secs, e) => {

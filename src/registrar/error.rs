@@ -38,6 +38,14 @@ pub enum RegistrarError {
         /// The agent id.
         agent_id: String,
     },
+    /// 403 while another registration of the same id is being committed
+    /// (the registrar's database refused the second insert): retried once
+    /// the record settles.
+    #[error("the registrar is committing a concurrent registration of agent {agent_id} (HTTP 403); trying again")]
+    ConcurrentRegistration {
+        /// The agent id.
+        agent_id: String,
+    },
     /// The answer could not be read: too large, or not JSON. A registrar
     /// under load (or a proxy before it) answers so now and then: retried.
     #[error("registrar {op}: {reason}")]
@@ -61,10 +69,14 @@ pub enum RegistrarError {
 }
 
 impl RegistrarError {
-    /// Whether another attempt may succeed: connection errors, 5xx and 429.
+    /// Whether another attempt may succeed: connection errors and
+    /// time-outs, 5xx and 429, unreadable answers, and the 403 of a
+    /// concurrent registration.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable(_) | Self::BadAnswer { .. } => true,
+            Self::Unreachable(_) | Self::BadAnswer { .. } | Self::ConcurrentRegistration { .. } => {
+                true
+            }
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

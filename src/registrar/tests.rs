@@ -98,3 +98,20 @@ fn iak_qualifying_data_follows_the_registrar_api() {
         id.as_bytes().to_vec()
     );
 }
+
+#[test]
+fn only_the_concurrent_registration_403_is_retried() {
+    // The two 403 texts of the Keylime 7.14.3 registrar.
+    let race = r#"{"code": 403, "status": "Agent with UUID 'x' cannot be registered. This UUID is already in use or a concurrent registration is in progress.", "results": {}}"#;
+    let change = r#"{"code": 403, "status": "Agent re-registration with different TPM identity is forbidden for security reasons", "results": {}}"#;
+    assert!(super::is_concurrent_registration(race));
+    assert!(!super::is_concurrent_registration(change));
+    let retried = RegistrarError::ConcurrentRegistration {
+        agent_id: "x".into(),
+    };
+    assert!(retried.is_retryable());
+    let refused = RegistrarError::IdentityConflict {
+        agent_id: "x".into(),
+    };
+    assert!(!refused.is_retryable());
+}
