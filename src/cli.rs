@@ -128,6 +128,7 @@ where
     E: Display,
 {
     crate::privileges::harden_process();
+    crate::memory::one_arena();
     let loaded = match ConfigSources::from_process(explicit).and_then(|s| Config::load(&s)) {
         Ok(loaded) => loaded,
         Err(e) => {

@@ -53,6 +53,7 @@ pub mod evidence;
 pub mod http_client;
 pub mod identity;
 pub mod info;
+pub mod memory;
 pub mod metrics;
 pub mod observing;
 pub mod peer_compat;

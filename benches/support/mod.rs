@@ -98,6 +98,16 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// KiB: the agent binary, OpenSSL, the TSS libraries, other libraries, the
 /// main heap, thread stacks and other anonymous memory (allocator arenas).
 pub fn rss_breakdown(pid: u32) -> Vec<(String, u64)> {
+    breakdown(pid, "Rss:")
+}
+
+/// Anonymous memory (private, written: what each agent of a fleet costs on
+/// its own) of `pid` by what holds it, KiB, as [`rss_breakdown`].
+pub fn anon_breakdown(pid: u32) -> Vec<(String, u64)> {
+    breakdown(pid, "Anonymous:")
+}
+
+fn breakdown(pid: u32, field: &str) -> Vec<(String, u64)> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut totals: Vec<(String, u64)> = Vec::new();
     let mut current = String::new();
@@ -115,7 +125,7 @@ pub fn rss_breakdown(pid: u32) -> Vec<(String, u64)> {
                 p if p.contains(".so") => "other libraries".into(),
                 p => p.to_string(),
             };
-        } else if let Some(kib) = line.strip_prefix("Rss:") {
+        } else if let Some(kib) = line.strip_prefix(field) {
             let kib: u64 = kib
                 .split_whitespace()
                 .next()

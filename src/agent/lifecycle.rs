@@ -72,6 +72,7 @@ pub async fn run<F: FrontEnd>(
             tokio::select! {
                 worked = front.work(&core) => worked,
                 never = core.keep_registered(hangup) => match never {},
+                never = crate::memory::keep_trimmed() => match never {},
             }
         } => worked,
         () = &mut shutdown => Ok(()),
