@@ -19,7 +19,14 @@ fn ten_agents_booting_together_are_all_registered_added_and_attested() {
     let dir = common::state_dir();
     let figures = dir.path().join("fleet.json");
     let out = Command::new(common::script("fleet"))
-        .args(["10", "pull", "--steady", "30", "--binary", common::AGENT_BIN])
+        .args([
+            "10",
+            "pull",
+            "--steady",
+            "30",
+            "--binary",
+            common::AGENT_BIN,
+        ])
         .arg("--json")
         .arg(&figures)
         .output()
