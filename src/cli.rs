@@ -140,7 +140,14 @@ where
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread runs the agent's own tasks (registration, the push
+    // worker, signals, housekeeping): they wait on the network and the TPM
+    // owner's thread, not on a CPU. The API server's workers have runtimes
+    // of their own, and file reads go to the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{program}: cannot start the async runtime: {e}");
@@ -168,7 +175,7 @@ where
 fn init_logging(format: LogFormat) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "info,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn",
+            "info,tss_esapi=warn,actix_server=warn,hyper_util=warn,hyper=warn",
         )
     });
     // actix-http logs every request it cannot parse as an ERROR; those are

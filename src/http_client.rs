@@ -1,16 +1,40 @@
-//! The agent's outgoing HTTP(S) client: plain HTTP, or HTTPS whose server
-//! certificate is verified against one configured CA file (never the system
-//! store, never skipped), with the host name or IP address checked against
-//! the certificate. TLS is OpenSSL (through reqwest's native-tls backend).
+//! The agent's outgoing HTTP(S) client, for the registrar and the verifier:
+//! plain HTTP, or HTTPS whose server certificate is verified against one
+//! configured CA file (never the system store, never skipped), with the
+//! host name or IP address checked against the certificate. HTTP/1.1 over
+//! hyper; TLS is OpenSSL through a client context built here, so the
+//! system's CA bundle is never parsed (a generic client parses it, twice,
+//! each time one is built: about 1.5 MB of heap at its peak and 460,000
+//! allocations at every start, left behind as fragments of the heap).
+//!
+//! Every request has one deadline, connection included; an answer's body
+//! is read to at most [`MAX_ANSWER`] bytes. A client made with
+//! [`HttpClient::keep_alive`] keeps its last connection open for the next
+//! request (the push agent's calls come in bursts); otherwise each request
+//! has its own connection, closed with the answer.
 //!
 //! A failed request is turned into a [`RequestFailure`] here, so that every
-//! caller tells an operator the same thing: which config key to look at when
-//! the server's certificate was not accepted.
+//! caller tells an operator the same thing: which config key to look at
+//! when the server's certificate was not accepted.
+
+mod connection;
+mod failure;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
+use http_body_util::{BodyExt, Full};
+use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslMode, SslVerifyMode, SslVersion};
+use openssl::x509::store::X509StoreBuilder;
 use thiserror::Error;
+
+use connection::{Sender, Target};
+pub use failure::RequestFailure;
+pub use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+pub use http::Method;
 
 /// The CA an HTTPS server's certificate must chain to, and the config key
 /// that named it (for messages).
@@ -35,97 +59,142 @@ pub enum ClientError {
         /// Why it cannot be used.
         reason: String,
     },
-    /// reqwest refused the settings.
-    #[error("HTTP client: {0}")]
-    Build(#[source] reqwest::Error),
+    /// OpenSSL refused the TLS settings.
+    #[error("TLS client context: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
+}
+
+/// An HTTP(S) client for one peer. Cheap to clone (the clones share the
+/// TLS context and the kept connection).
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// With a CA file: the TLS context, and the file for messages.
+    tls: Option<(SslContext, ServerTrust)>,
+    timeout: Duration,
+    keep_alive: bool,
+    /// The last connection, with the origin it serves, while kept.
+    idle: Mutex<Option<(String, Sender)>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("trust", &self.inner.tls.as_ref().map(|(_, t)| t))
+            .field("timeout", &self.inner.timeout)
+            .field("keep_alive", &self.inner.keep_alive)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a client with `timeout` per request (connection included); with
-/// `trust`, only servers whose certificate chains to its CA are accepted.
-pub fn build(
-    trust: Option<&ServerTrust>,
-    timeout: Duration,
-) -> Result<reqwest::Client, ClientError> {
-    // The system's CA store is never used: a TLS peer is trusted only
-    // through its configured CA file, and not loading the store saves its
-    // parsing at every start.
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .tcp_nodelay(true)
-        .tls_built_in_root_certs(false);
-    if let Some(trust) = trust {
-        builder = builder
-            .https_only(true)
-            .min_tls_version(reqwest::tls::Version::TLS_1_2);
-        for cert in ca_certificates(trust)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder.build().map_err(ClientError::Build)
+/// `trust`, only `https` servers whose certificate chains to its CA and
+/// names the host connected to are accepted, over TLS 1.2 or later.
+pub fn build(trust: Option<&ServerTrust>, timeout: Duration) -> Result<HttpClient, ClientError> {
+    let tls = match trust {
+        Some(trust) => Some((tls_context(trust)?, trust.clone())),
+        None => None,
+    };
+    Ok(HttpClient {
+        inner: Arc::new(Inner {
+            tls,
+            timeout,
+            keep_alive: false,
+            idle: Mutex::new(None),
+        }),
+    })
 }
 
-fn ca_certificates(trust: &ServerTrust) -> Result<Vec<reqwest::Certificate>, ClientError> {
+/// A client context that trusts exactly the certificates in `trust`'s
+/// file.
+fn tls_context(trust: &ServerTrust) -> Result<SslContext, ClientError> {
     let error = |reason: String| ClientError::CaFile {
         key: trust.ca_key,
         path: trust.ca_file.clone(),
         reason,
     };
     let pem = crate::secure_fs::read_trusted(&trust.ca_file).map_err(|e| error(e.to_string()))?;
-    let stack = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| error(e.to_string()))?;
-    if stack.is_empty() {
+    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
         return Err(error("no PEM certificate in it".into()));
     }
-    stack
-        .iter()
-        .map(|cert| {
-            let der = cert.to_der().map_err(|e| error(e.to_string()))?;
-            reqwest::Certificate::from_der(&der).map_err(|e| error(e.to_string()))
-        })
-        .collect()
+    let mut store = X509StoreBuilder::new()?;
+    for cert in certs {
+        store.add_cert(cert).map_err(|e| error(e.to_string()))?;
+    }
+    let mut context = SslContextBuilder::new(SslMethod::tls_client())?;
+    context.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    context.set_verify(SslVerifyMode::PEER);
+    context.set_cert_store(store.build());
+    // A kept connection gives its record buffers back between requests.
+    context.set_mode(SslMode::RELEASE_BUFFERS);
+    Ok(context.build())
+}
+
+/// A request to send: method, URL, headers and body.
+#[derive(Debug)]
+pub struct Outgoing {
+    method: Method,
+    url: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+impl Outgoing {
+    /// A request with no body.
+    pub fn new(method: Method, url: &str) -> Self {
+        Self {
+            method,
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// With `value` as a JSON body.
+    pub fn json(self, value: &serde_json::Value) -> Self {
+        self.body(
+            HeaderValue::from_static("application/json"),
+            value.to_string().into_bytes(),
+        )
+    }
+
+    /// With `body`, of type `content_type`.
+    pub fn body(mut self, content_type: HeaderValue, body: Vec<u8>) -> Self {
+        self.headers.push((CONTENT_TYPE, content_type));
+        self.body = Bytes::from(body);
+        self
+    }
+
+    /// With one more header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The URL asked for.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn into_http(self, target: &Target) -> Result<http::Request<Full<Bytes>>, http::Error> {
+        let mut request = http::Request::builder()
+            .method(self.method)
+            .uri(target.path.as_str())
+            .header(HOST, target.authority.as_str());
+        for (name, value) in self.headers {
+            request = request.header(name, value);
+        }
+        request.body(Full::new(self.body))
+    }
 }
 
 /// The largest answer body the agent reads from a registrar or verifier;
 /// their answers are a few KiB.
 pub const MAX_ANSWER: usize = 1 << 20;
-
-/// Why an answer's body was not read.
-#[derive(Debug, Error)]
-pub enum BodyError {
-    /// Longer than the cap (declared, or as it arrived): not read further.
-    #[error("answer larger than {limit} bytes{}", declared.map(|d| format!(" (it declared {d})")).unwrap_or_default())]
-    TooLarge {
-        /// The cap.
-        limit: usize,
-        /// The declared `Content-Length`, if any.
-        declared: Option<u64>,
-    },
-    /// The connection failed while the body arrived.
-    #[error(transparent)]
-    Transport(#[from] reqwest::Error),
-}
-
-/// Reads `response`'s body, at most `limit` bytes: a declared length over
-/// the limit is refused before anything is read, and a body that grows
-/// past it is dropped as soon as it does, so a peer can never make the
-/// agent hold more than `limit` bytes.
-pub async fn read_capped(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    let declared = response.content_length();
-    if declared.is_some_and(|d| d > limit as u64) {
-        return Err(BodyError::TooLarge { limit, declared });
-    }
-    let mut body = Vec::with_capacity(declared.map_or(0, |d| d as usize).min(limit));
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit, declared });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
 
 /// A peer's answer: its status, what it asked of the agent's timing and
 /// where it points, and its body (at most [`MAX_ANSWER`] bytes).
@@ -148,235 +217,149 @@ pub enum ExchangeError {
     #[error(transparent)]
     Failed(#[from] RequestFailure),
     /// An answer whose body was larger than [`MAX_ANSWER`].
-    #[error("HTTP {status}, {reason}")]
+    #[error("HTTP {status}, answer larger than {MAX_ANSWER} bytes{}", declared.map(|d| format!(" (it declared {d})")).unwrap_or_default())]
     TooLarge {
         /// The status it came with.
         status: u16,
-        /// What was too large.
-        reason: String,
+        /// The declared `Content-Length`, if any.
+        declared: Option<u64>,
     },
 }
 
-/// Sends `request` to `url` and reads the answer with the body capped: the
-/// one way the registrar and verifier clients talk to their peers.
-/// `trust` and `host_key` name the CA file and the config key of the host
-/// in the failure, as [`RequestFailure::classify`] does.
-pub async fn exchange(
-    request: reqwest::RequestBuilder,
-    url: &str,
-    trust: Option<&ServerTrust>,
-    host_key: &'static str,
-) -> Result<Answer, ExchangeError> {
-    let failure = |e: reqwest::Error| RequestFailure::classify(&e, url, trust, host_key);
-    let response = request.send().await.map_err(failure)?;
-    let status = response.status().as_u16();
-    let header = |name: reqwest::header::HeaderName| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
-    };
-    let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|v| v.parse().ok());
-    let location = header(reqwest::header::LOCATION);
-    let body = match read_capped(response, MAX_ANSWER).await {
-        Ok(body) => body,
-        Err(BodyError::Transport(e)) => return Err(failure(e).into()),
-        Err(e) => {
-            return Err(ExchangeError::TooLarge {
-                status,
-                reason: e.to_string(),
-            })
+impl HttpClient {
+    /// The same client, keeping its last connection open for the next
+    /// request to the same server.
+    pub fn keep_alive(self) -> Self {
+        let inner = Inner {
+            tls: self.inner.tls.clone(),
+            timeout: self.inner.timeout,
+            keep_alive: true,
+            idle: Mutex::new(None),
+        };
+        Self {
+            inner: Arc::new(inner),
         }
-    };
-    Ok(Answer {
-        status,
-        retry_after,
-        location,
-        body,
-    })
-}
+    }
 
-/// Why a request got no HTTP answer.
-#[derive(Debug, Error)]
-pub enum RequestFailure {
-    /// The server's certificate does not chain to the configured CA.
-    #[error(
-        "the server certificate of {url} is not signed by the CA in {ca_key} ({ca_file}): {detail}"
-    )]
-    UntrustedCertificate {
-        /// The request URL.
-        url: String,
-        /// The CA config key.
-        ca_key: &'static str,
-        /// The CA file.
-        ca_file: String,
-        /// OpenSSL's reason.
-        detail: String,
-    },
-    /// The certificate is trusted but names another host or address.
-    #[error(
-        "the server certificate of {url} does not name {host} (check {host_key}, or give a name \
-         the certificate holds): {detail}"
-    )]
-    NameMismatch {
-        /// The request URL.
-        url: String,
-        /// The host or IP connected to.
-        host: String,
-        /// The config key that gave the host.
+    /// Sends `request` and reads the answer, all within the client's
+    /// time-out. `host_key` names the config key of the URL's host in a
+    /// failure that is about the server's certificate.
+    pub async fn exchange(
+        &self,
+        request: Outgoing,
         host_key: &'static str,
-        /// OpenSSL's reason.
-        detail: String,
-    },
-    /// Connection refused, reset, timed out, or any other transport error.
-    #[error("{url} unreachable: {detail}")]
-    Transport {
-        /// The request URL.
-        url: String,
-        /// The error chain, one line.
-        detail: String,
-    },
-}
+    ) -> Result<Answer, ExchangeError> {
+        let url = request.url.clone();
+        let timeout = self.inner.timeout;
+        match tokio::time::timeout(timeout, self.exchange_now(request, &url, host_key)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(RequestFailure::transport(
+                &url,
+                format!("no answer within {} s", timeout.as_secs_f64()),
+            )
+            .into()),
+        }
+    }
 
-impl RequestFailure {
-    /// Classifies `error` from a request to `url`; `host_key` names the
-    /// config key the URL's host came from.
-    pub fn classify(
-        error: &reqwest::Error,
+    async fn exchange_now(
+        &self,
+        request: Outgoing,
         url: &str,
-        trust: Option<&ServerTrust>,
         host_key: &'static str,
-    ) -> Self {
-        let detail = error_chain(error);
-        match (trust, verify_reason(&detail)) {
-            (Some(_), Some(reason)) if is_name_mismatch(reason) => Self::NameMismatch {
-                url: origin_of(url),
-                host: host_of(url),
-                host_key,
-                detail: reason.into(),
-            },
-            (Some(trust), Some(reason)) => Self::UntrustedCertificate {
-                url: origin_of(url),
-                ca_key: trust.ca_key,
-                ca_file: trust.ca_file.display().to_string(),
-                detail: reason.into(),
-            },
-            _ => Self::Transport {
-                url: url.into(),
-                detail: root_cause(error),
-            },
+    ) -> Result<Answer, ExchangeError> {
+        let target = Target::parse(url).map_err(|e| RequestFailure::transport(url, e))?;
+        let origin = target.origin();
+        let mut request = request
+            .into_http(&target)
+            .map_err(|e| RequestFailure::transport(url, e))?;
+        if let Some(mut sender) = self.take_idle(&origin) {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(request).await {
+                    Ok(response) => return self.answer(response, sender, origin, url).await,
+                    // Closed by the server before the request went out:
+                    // sent again on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return Err(RequestFailure::transport(url, e.error()).into()),
+                    },
+                }
+            } else {
+                tracing::debug!("the kept connection to {origin} was closed");
+            }
+        }
+        let tls = self.inner.tls.as_ref();
+        let mut sender = connection::open(&target, tls.map(|(context, _)| context))
+            .await
+            .map_err(|e| RequestFailure::from_connect(&e, url, tls.map(|(_, t)| t), host_key))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| RequestFailure::transport(url, e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| RequestFailure::transport(url, e))?;
+        self.answer(response, sender, origin, url).await
+    }
+
+    /// Reads `response` (the body capped), then keeps the connection when
+    /// the client does.
+    async fn answer(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+        sender: Sender,
+        origin: String,
+        url: &str,
+    ) -> Result<Answer, ExchangeError> {
+        let status = response.status().as_u16();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+        };
+        let retry_after = header(RETRY_AFTER).and_then(|v| v.parse().ok());
+        let location = header(LOCATION);
+        let declared = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        let too_large = || ExchangeError::TooLarge { status, declared };
+        if declared.is_some_and(|d| d > MAX_ANSWER as u64) {
+            return Err(too_large());
+        }
+        let capacity = declared.map_or(0, |d| usize::try_from(d).unwrap_or(MAX_ANSWER));
+        let mut body = Vec::with_capacity(capacity.min(MAX_ANSWER));
+        let mut incoming = response.into_body();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| RequestFailure::transport(url, e))?;
+            if let Ok(data) = frame.into_data() {
+                if body.len() + data.len() > MAX_ANSWER {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&data);
+            }
+        }
+        if self.inner.keep_alive && !sender.is_closed() {
+            if let Ok(mut idle) = self.inner.idle.lock() {
+                *idle = Some((origin, sender));
+            }
+        }
+        Ok(Answer {
+            status,
+            retry_after,
+            location,
+            body,
+        })
+    }
+
+    /// The kept connection, when it serves `origin`.
+    fn take_idle(&self, origin: &str) -> Option<Sender> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        match idle.take() {
+            Some((kept, sender)) if kept == origin => Some(sender),
+            _ => None,
         }
     }
-}
-
-/// OpenSSL's reason for refusing the server's certificate, from an error
-/// chain such as `…certificate verify failed:…: (hostname mismatch)`.
-fn verify_reason(detail: &str) -> Option<&str> {
-    let (_, after) = detail.split_once("certificate verify failed")?;
-    let reason = after
-        .rsplit_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
-        .map_or("certificate verify failed", |(r, _)| r);
-    Some(reason)
-}
-
-/// OpenSSL's verify results for a certificate that names another peer.
-fn is_name_mismatch(detail: &str) -> bool {
-    [
-        "hostname mismatch",
-        "IP address mismatch",
-        "email address mismatch",
-    ]
-    .iter()
-    .any(|m| detail.contains(m))
-}
-
-/// The innermost source of `error` (e.g. "Connection refused (os error
-/// 111)"), on one line: what an operator acts on.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string().replace('\n', " ")
-}
-
-/// `error` and its sources, de-duplicated, on one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ").replace('\n', " ")
-}
-
-fn origin_of(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_else(|_| url.to_string())
-}
-
-fn host_of(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_else(|| url.to_string())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn name_mismatches_are_told_apart_from_unknown_cas() {
-        let chain = |reason: &str| {
-            format!(
-                "error sending request for url (https://127.0.0.1:8891/version): client error (Connect): \
-                 error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:\
-                 ../ssl/statem/statem_clnt.c:1889: ({reason})"
-            )
-        };
-        let mismatch = chain("IP address mismatch");
-        assert_eq!(verify_reason(&mismatch), Some("IP address mismatch"));
-        assert!(is_name_mismatch("IP address mismatch"));
-        let unknown = chain("self-signed certificate in certificate chain");
-        assert_eq!(
-            verify_reason(&unknown),
-            Some("self-signed certificate in certificate chain")
-        );
-        assert!(!is_name_mismatch("unable to get local issuer certificate"));
-        assert_eq!(verify_reason("connection refused"), None);
-    }
-
-    #[test]
-    fn a_missing_ca_file_names_its_key() {
-        let trust = ServerTrust {
-            ca_file: "/nonexistent/ca.crt".into(),
-            ca_key: "registrar_tls_ca_cert",
-        };
-        let err = build(Some(&trust), Duration::from_secs(1)).expect_err("no CA");
-        assert!(
-            err.to_string().starts_with("registrar_tls_ca_cert = "),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn host_of_a_url() {
-        assert_eq!(host_of("https://127.0.0.1:8891/version"), "127.0.0.1");
-        assert_eq!(
-            origin_of("https://127.0.0.1:8891/version"),
-            "https://127.0.0.1:8891"
-        );
-        assert_eq!(
-            host_of("https://registrar.example:8891/"),
-            "registrar.example"
-        );
-    }
-}
+mod tests;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::api_version::ApiVersion;
 use crate::audit::{self, Event};
 use crate::crypto;
-use crate::http_client::{self, ServerTrust};
+use crate::http_client::{self, HttpClient, Method, Outgoing, ServerTrust};
 use crate::retry::{self, RetryPolicy};
 use crate::tpm::{self, Tpm};
 use version::{choose_version, no_common_version};
@@ -94,9 +94,8 @@ fn is_concurrent_registration(text: &str) -> bool {
 /// Client for one registrar.
 #[derive(Debug, Clone)]
 pub struct RegistrarClient {
-    http: reqwest::Client,
+    http: HttpClient,
     base: String,
-    tls: Option<ServerTrust>,
     versions: Vec<ApiVersion>,
     retry: RetryPolicy,
 }
@@ -118,7 +117,6 @@ impl RegistrarClient {
         Ok(Self {
             http,
             base: format!("{scheme}://{host}:{}", endpoint.port),
-            tls: endpoint.tls.clone(),
             versions: endpoint.versions.clone(),
             retry,
         })
@@ -188,9 +186,8 @@ impl RegistrarClient {
                 }
             })?;
         let url = format!("{}/v{version}/agents/{}", self.base, reg.agent_id);
-        let request = self.http.put(&url).json(&json!({ "auth_tag": auth_tag }));
-        self.send("activation", &url, &reg.agent_id, request)
-            .await?;
+        let request = Outgoing::new(Method::PUT, &url).json(&json!({ "auth_tag": auth_tag }));
+        self.send("activation", &reg.agent_id, request).await?;
         tracing::info!(
             agent_id = %reg.agent_id,
             api_version = %version,
@@ -218,7 +215,10 @@ impl RegistrarClient {
     /// `registrar_api_versions` allows.
     pub async fn version(&self) -> Result<ApiVersion, RegistrarError> {
         let url = format!("{}/version", self.base);
-        match self.send("version", &url, "", self.http.get(&url)).await {
+        match self
+            .send("version", "", Outgoing::new(Method::GET, &url))
+            .await
+        {
             Ok(body) => choose_version(&body, &self.versions),
             // Registrars before 7.12 have no /version; they all serve 2.1.
             Err(RegistrarError::Status { status: 404, .. }) => self
@@ -274,9 +274,8 @@ impl RegistrarClient {
         let response = self
             .send(
                 "registration",
-                &url,
                 &reg.agent_id,
-                self.http.post(&url).json(&body),
+                Outgoing::new(Method::POST, &url).json(&body),
             )
             .await?;
         let blob = response
@@ -296,16 +295,17 @@ impl RegistrarClient {
     async fn send(
         &self,
         op: &'static str,
-        url: &str,
         agent_id: &str,
-        request: reqwest::RequestBuilder,
+        request: Outgoing,
     ) -> Result<Value, RegistrarError> {
         let http_client::Answer {
             status,
             retry_after,
             body,
             ..
-        } = http_client::exchange(request, url, self.tls.as_ref(), "registrar_ip")
+        } = self
+            .http
+            .exchange(request, "registrar_ip")
             .await
             .map_err(|e| match e {
                 http_client::ExchangeError::Failed(failure) => RegistrarError::Unreachable(failure),

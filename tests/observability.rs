@@ -162,7 +162,10 @@ fn with_log_format_json_every_line_is_a_json_object_with_fields() {
     let mut agent = Agent::spawn(
         &config,
         &tpm.tcti(),
-        &[("RUST_LOG", "debug,tss_esapi=warn,actix_server=warn,reqwest=warn,hyper_util=warn,hyper=warn,h2=warn,mio=warn")],
+        &[(
+            "RUST_LOG",
+            "debug,tss_esapi=warn,actix_server=warn,hyper_util=warn,hyper=warn,h2=warn,mio=warn",
+        )],
     );
     agent.wait_for("registered and activated", 30);
     let cert = dir.path().join("server-cert.crt");

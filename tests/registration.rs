@@ -1,8 +1,8 @@
 //! End to end with the real Keylime 7.14.3 registrar: registration and
 //! activation, what the registrar then serves, re-registration after a
 //! restart, retries while the registrar is down, the 403 for a changed
-//! AK, no transient handle left after 100 register/activate cycles, and a
-//! record deleted at the registrar restored by SIGHUP without a restart.
+//! AK, and no transient handle left after 100 register/activate cycles.
+//! A record the registrar lost: `tests/reregistration.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -82,79 +82,6 @@ fn registers_and_activates_then_reregisters_with_the_same_identity() {
     assert_eq!(body["results"]["regcount"], 2, "{body}");
     let log = again.stop();
     assert!(log.contains("AK reloaded"), "{log}");
-}
-
-/// The registrar's agent ids (its admin list).
-fn registrar_ids(peers: &Peers) -> Vec<String> {
-    let (status, body) = peers.registrar_get("/v2.6/agents/");
-    assert_eq!(status, 200, "{body}");
-    body["results"]["uuids"]
-        .as_array()
-        .expect("uuids")
-        .iter()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect()
-}
-
-#[test]
-fn a_record_deleted_at_the_registrar_comes_back_on_sighup_and_the_tenant_adds_again() {
-    let Some(peers) = Peers::start("all") else {
-        return;
-    };
-    let Some(tpm) = Swtpm::start() else { return };
-    let dir = common::state_dir();
-    let ima = dir.path().join("ascii_runtime_measurements");
-    let policy = dir.path().join("runtime-policy.json");
-    tpm.extend_pcr10(&common::ima_entries(&ima, 3, 0, Some(&policy)));
-    let extra = [format!("ima_ml_path = {:?}", ima.display().to_string())];
-    let (mut agent, _, port) = registered_agent(&peers, &tpm, &dir, ID, &extra);
-    assert_eq!(registrar_ids(&peers), vec![ID.to_string()]);
-
-    // The record is lost: the tenant can no longer add the agent.
-    let out = peers.tenant(&["-c", "regdelete", "-u", ID]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(registrar_ids(&peers).is_empty());
-    let policy_arg = ["--runtime-policy", policy.to_str().expect("utf8")];
-    let (added, text) = peers.try_tenant_add(ID, port, &policy_arg);
-    assert!(!added, "added without a registrar record:\n{text}");
-
-    // SIGHUP: the same agent registers again.
-    let pid = agent.pid();
-    let hup = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
-    agent.wait_for("SIGHUP: registering with the registrar again", 30);
-    assert!(
-        common::wait_until(30, || agent
-            .output()
-            .matches("registered and activated")
-            .count()
-            == 2),
-        "{}",
-        agent.output()
-    );
-    assert_eq!(
-        registrar_ids(&peers),
-        vec![ID.to_string()],
-        "the record is back"
-    );
-    assert_eq!(agent.pid(), pid, "no restart");
-
-    // The tenant adds it and the verifier attests it.
-    peers.tenant_add(ID, port, &policy_arg);
-    assert!(
-        common::wait_until(60, || peers.verifier_state(ID).1 >= 3),
-        "{}",
-        peers.verifier_agent(ID)
-    );
-    let log = agent.stop();
-    assert!(!log.contains("ERROR"), "{log}");
 }
 
 #[test]

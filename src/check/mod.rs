@@ -131,19 +131,18 @@ async fn verifier(config: &Config) -> Finding {
         Err(e) => return Finding::fail("verifier", e.to_string(), "correct verifier_tls_ca_cert"),
     };
     let url = format!("{}/version", settings.verifier_url);
-    match client.get(&url).send().await {
-        Ok(response) => Finding::ok(
+    let request = http_client::Outgoing::new(http_client::Method::GET, &url);
+    match client.exchange(request, "verifier_url").await {
+        Ok(answer) => Finding::ok(
             "verifier",
             format!(
                 "{} answers (GET /version: {})",
-                settings.verifier_url,
-                response.status().as_u16()
+                settings.verifier_url, answer.status
             ),
         ),
         Err(e) => Finding::fail(
             "verifier",
-            http_client::RequestFailure::classify(&e, &url, Some(&trust), "verifier_url")
-                .to_string(),
+            e.to_string(),
             "start the verifier (in push mode), or correct verifier_url",
         ),
     }

@@ -42,15 +42,14 @@ pub(super) fn device_identity(
 /// A persistent handle (0x81000000–0x81ffffff), or empty to recreate the
 /// key from its template.
 fn persistent_handle(raw: &str) -> Parsed<Option<u32>> {
+    let refused = || {
+        InvalidValue::new(
+            "empty (recreate from the template) or a persistent handle from 0x81000000 to 0x81ffffff",
+        )
+    };
     match raw.trim() {
         "" => Ok(None),
-        "generate" => Err(InvalidValue::new(
-            "empty (recreate from the template) or a persistent handle from 0x81000000 to 0x81ffffff",
-        )),
-        other => values::ek_handle(other).map_err(|_| {
-            InvalidValue::new(
-                "empty (recreate from the template) or a persistent handle from 0x81000000 to 0x81ffffff",
-            )
-        }),
+        "generate" => Err(refused()),
+        other => values::ek_handle(other).map_err(|_| refused()),
     }
 }

@@ -5,13 +5,15 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use super::protocol::{self, ProtocolError, JSON_API};
-use crate::http_client::{self, ClientError, RequestFailure, ServerTrust};
+use crate::http_client::{
+    self, ClientError, HeaderValue, HttpClient, Method, Outgoing, RequestFailure, ServerTrust,
+    AUTHORIZATION,
+};
 
 /// Per-request time limit (the verifier answers evidence before checking it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,9 +91,8 @@ pub enum CallError {
 /// Client for one verifier.
 #[derive(Debug, Clone)]
 pub struct VerifierClient {
-    http: reqwest::Client,
+    http: HttpClient,
     base: String,
-    trust: ServerTrust,
     agent_id: String,
 }
 
@@ -99,9 +100,8 @@ impl VerifierClient {
     /// A client for `base` (`https://host:port`) trusting `trust`.
     pub fn new(base: &str, trust: ServerTrust, agent_id: &str) -> Result<Self, ClientError> {
         Ok(Self {
-            http: http_client::build(Some(&trust), REQUEST_TIMEOUT)?,
+            http: http_client::build(Some(&trust), REQUEST_TIMEOUT)?.keep_alive(),
             base: base.trim_end_matches('/').to_string(),
-            trust,
             agent_id: agent_id.to_string(),
         })
     }
@@ -118,8 +118,7 @@ impl VerifierClient {
         let (_, answer, _) = self
             .send(
                 "session",
-                self.http.post(&url),
-                &url,
+                Outgoing::new(Method::POST, &url),
                 &body,
                 None,
                 &[200, 201],
@@ -140,8 +139,7 @@ impl VerifierClient {
         let result = self
             .send(
                 "proof of possession",
-                self.http.patch(&url),
-                &url,
+                Outgoing::new(Method::PATCH, &url),
                 &body,
                 None,
                 &[200],
@@ -183,8 +181,7 @@ impl VerifierClient {
         let (status, answer, location) = self
             .send(
                 "capabilities",
-                self.http.post(&url),
-                &url,
+                Outgoing::new(Method::POST, &url),
                 body,
                 Some(token),
                 &[201],
@@ -211,8 +208,7 @@ impl VerifierClient {
         let (_, answer, _) = self
             .send(
                 "evidence",
-                self.http.patch(url),
-                url,
+                Outgoing::new(Method::PATCH, url),
                 body,
                 Some(token),
                 &[202],
@@ -224,15 +220,15 @@ impl VerifierClient {
     async fn send(
         &self,
         op: &'static str,
-        request: reqwest::RequestBuilder,
-        url: &str,
+        request: Outgoing,
         body: &Value,
         token: Option<&Token>,
         expected: &[u16],
     ) -> Result<(u16, Value, Option<String>), CallError> {
-        let mut request = request
-            .header(CONTENT_TYPE, JSON_API)
-            .body(body.to_string());
+        let mut request = request.body(
+            HeaderValue::from_static(JSON_API),
+            body.to_string().into_bytes(),
+        );
         if let Some(token) = token {
             request = request.header(AUTHORIZATION, token.header()?);
         }
@@ -241,7 +237,9 @@ impl VerifierClient {
             retry_after,
             location,
             body,
-        } = http_client::exchange(request, url, Some(&self.trust), "verifier_url")
+        } = self
+            .http
+            .exchange(request, "verifier_url")
             .await
             .map_err(|e| match e {
                 http_client::ExchangeError::Failed(failure) => CallError::Transport(failure),
