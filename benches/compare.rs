@@ -19,8 +19,9 @@
 //! Rows: integrity quote over a fresh mTLS connection (what the verifier
 //! does) and over a kept-open one; the 100,000-entry IMA log from entry 0;
 //! CPU time per fresh-connection quote (utime + stime of the agent process
-//! over that row); idle memory as RSS and as USS (private pages from
-//! `/proc/PID/smaps_rollup`, what each more agent costs a machine); and a
+//! over that row); idle memory, 20 s after registration, as RSS, as USS
+//! (private pages from `/proc/PID/smaps_rollup`, what each more agent
+//! costs a machine) and as anonymous memory by what holds it; and a
 //! restart (identity and AK kept, transient TPM objects flushed as the
 //! kernel's resource manager would) to the first answered quote. Figures,
 //! not assertions.
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use common::{
     free_port, ima_entries, write_config, Agent, Peers, Swtpm, AGENT_BIN, PUSH_AGENT_BIN,
 };
-use support::{cpu_ms, memory_mb, stats, timed, TlsClient};
+use support::{anon_breakdown, cpu_ms, memory_mb, stats, timed, TlsClient};
 
 const IMA_ENTRIES: usize = 100_000;
 /// Latency rows: this many rounds per agent, alternating, each of
@@ -373,8 +374,11 @@ fn compare_pull(other: &str) {
     for s in &mut subjects {
         s.start(&peers);
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Idle as a fleet's machines spend most of their lives: past this
+    // agent's first trim of free heap pages (15 s after registration).
+    std::thread::sleep(Duration::from_secs(20));
     let idle: Vec<(f64, f64)> = subjects.iter().map(|s| memory_mb(s.pid())).collect();
+    let anon: Vec<Vec<(String, u64)>> = subjects.iter().map(|s| anon_breakdown(s.pid())).collect();
 
     let mut fresh = [Vec::new(), Vec::new()];
     let mut kept = [Vec::new(), Vec::new()];
@@ -477,14 +481,43 @@ fn compare_pull(other: &str) {
         "ms",
         &format!("{n} (10 ms ticks)"),
     );
-    line("RSS idle after start", idle[0].0, idle[1].0, "MB", "1");
     line(
-        "USS (private) idle after start",
+        "RSS idle after registration",
+        idle[0].0,
+        idle[1].0,
+        "MB",
+        "1",
+    );
+    line(
+        "USS (private) idle after registration",
         idle[0].1,
         idle[1].1,
         "MB",
         "1",
     );
+    let mb = |of: &[(String, u64)], what: Option<&str>| {
+        of.iter()
+            .filter(|(w, _)| what.is_none_or(|what| what == w))
+            .map(|(_, kib)| kib)
+            .sum::<u64>() as f64
+            / 1024.0
+    };
+    line(
+        "anonymous memory idle after registration",
+        mb(&anon[0], None),
+        mb(&anon[1], None),
+        "MB",
+        "1",
+    );
+    for (what, _) in &anon[0] {
+        line(
+            &format!("  {what}"),
+            mb(&anon[0], Some(what)),
+            mb(&anon[1], Some(what)),
+            "MB",
+            "1",
+        );
+    }
     line(
         "RSS after the log was served",
         after_log[0].0,

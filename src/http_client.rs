@@ -290,7 +290,10 @@ impl HttpClient {
         let tls = self.inner.tls.as_ref();
         let mut sender = connection::open(&target, tls.map(|(context, _)| context))
             .await
-            .map_err(|e| RequestFailure::from_connect(&e, url, tls.map(|(_, t)| t), host_key))?;
+            .map_err(|e| {
+                let ca = tls.map(|(_, t)| (t.ca_key, t.ca_file.as_path()));
+                RequestFailure::from_connect(&e, url, ca, host_key)
+            })?;
         sender
             .ready()
             .await

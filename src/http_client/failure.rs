@@ -4,8 +4,9 @@
 
 use thiserror::Error;
 
+use std::path::Path;
+
 use super::connection::{ConnectError, Target};
-use super::ServerTrust;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, Error)]
@@ -58,12 +59,13 @@ impl RequestFailure {
         }
     }
 
-    /// Classifies a failed connection to `url`; `host_key` names the config
-    /// key the URL's host came from.
+    /// Classifies a failed connection to `url`; `ca` is the config key and
+    /// the file of the CA the server was checked with, `host_key` the
+    /// config key the URL's host came from.
     pub(super) fn from_connect(
         error: &ConnectError,
         url: &str,
-        trust: Option<&ServerTrust>,
+        ca: Option<(&'static str, &Path)>,
         host_key: &'static str,
     ) -> Self {
         let verify = match error {
@@ -77,17 +79,17 @@ impl RequestFailure {
         let origin = target
             .as_ref()
             .map_or_else(|| url.to_string(), Target::origin);
-        match (trust, verify) {
+        match (ca, verify) {
             (Some(_), Some(reason)) if is_name_mismatch(reason) => Self::NameMismatch {
                 url: origin,
                 host: target.map_or_else(|| url.to_string(), |t| t.host),
                 host_key,
                 detail: reason.into(),
             },
-            (Some(trust), Some(reason)) => Self::UntrustedCertificate {
+            (Some((ca_key, ca_file)), Some(reason)) => Self::UntrustedCertificate {
                 url: origin,
-                ca_key: trust.ca_key,
-                ca_file: trust.ca_file.display().to_string(),
+                ca_key,
+                ca_file: ca_file.display().to_string(),
                 detail: reason.into(),
             },
             _ => Self::transport(url, error),
@@ -119,15 +121,12 @@ mod tests {
 
     #[test]
     fn name_mismatches_are_told_apart_from_unknown_cas() {
-        let trust = ServerTrust {
-            ca_file: "/etc/keylime/ca.crt".into(),
-            ca_key: "registrar_tls_ca_cert",
-        };
+        let trust = ("registrar_tls_ca_cert", Path::new("/etc/keylime/ca.crt"));
         let url = "https://127.0.0.1:8891/version";
         let mismatch = RequestFailure::from_connect(
             &refused("IP address mismatch"),
             url,
-            Some(&trust),
+            Some(trust),
             "registrar_ip",
         );
         assert!(
@@ -142,7 +141,7 @@ mod tests {
         let unknown = RequestFailure::from_connect(
             &refused("self-signed certificate in certificate chain"),
             url,
-            Some(&trust),
+            Some(trust),
             "registrar_ip",
         );
         assert_eq!(
@@ -152,7 +151,7 @@ mod tests {
         );
         let io = ConnectError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(matches!(
-            RequestFailure::from_connect(&io, url, Some(&trust), "registrar_ip"),
+            RequestFailure::from_connect(&io, url, Some(trust), "registrar_ip"),
             RequestFailure::Transport { .. }
         ));
     }

@@ -16,7 +16,8 @@ use crate::config::Config;
 /// API worker threads. The verifier and the tenant are the only clients,
 /// quotes wait on the TPM's one owner thread, and key-half RSA and file
 /// reads run off the worker: one worker answers as fast as two (the bench
-/// shows it) and spares each machine a thread and a runtime.
+/// shows the same medians with one and two) and spares each machine a
+/// thread and a runtime.
 const WORKERS: usize = 1;
 /// How long in-flight requests may finish at shutdown.
 const SHUTDOWN_GRACE_SECS: u64 = 5;
