@@ -187,7 +187,7 @@ impl LineIndex {
             for i in memchr::memchr_iter(b'\n', &buf[..n]) {
                 self.lines += 1;
                 line_start = pos + i as u64 + 1;
-                if self.lines % STRIDE == 0 {
+                if self.lines.is_multiple_of(STRIDE) {
                     self.checkpoints.push(line_start);
                 }
             }
