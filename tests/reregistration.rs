@@ -27,6 +27,18 @@ fn registrar_ids(peers: &Peers) -> Vec<String> {
         .collect()
 }
 
+/// Deletes the agent's registrar record (`keylime_tenant -c regdelete`)
+/// and checks that it is gone.
+fn lose_the_record(peers: &Peers) {
+    let out = peers.tenant(&["-c", "regdelete", "-u", ID]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(registrar_ids(peers).is_empty());
+}
+
 #[test]
 fn a_record_deleted_at_the_registrar_comes_back_on_sighup_and_the_tenant_adds_again() {
     let Some(peers) = Peers::start("all") else {
@@ -42,13 +54,7 @@ fn a_record_deleted_at_the_registrar_comes_back_on_sighup_and_the_tenant_adds_ag
     assert_eq!(registrar_ids(&peers), vec![ID.to_string()]);
 
     // The record is lost: the tenant can no longer add the agent.
-    let out = peers.tenant(&["-c", "regdelete", "-u", ID]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(registrar_ids(&peers).is_empty());
+    lose_the_record(&peers);
     let policy_arg = ["--runtime-policy", policy.to_str().expect("utf8")];
     let (added, text) = peers.try_tenant_add(ID, port, &policy_arg);
     assert!(!added, "added without a registrar record:\n{text}");
@@ -99,13 +105,7 @@ fn a_record_deleted_at_the_registrar_comes_back_by_itself_with_a_refresh_interva
     let extra = ["registrar_refresh_interval = 60".to_string()];
     let (agent, _, _) = registered_agent(&peers, &tpm, &dir, ID, &extra);
     let pid = agent.pid();
-    let out = peers.tenant(&["-c", "regdelete", "-u", ID]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(registrar_ids(&peers).is_empty());
+    lose_the_record(&peers);
     // Within the interval (and a margin), with nothing sent to the agent.
     assert!(
         common::wait_until(120, || registrar_ids(&peers) == vec![ID.to_string()]),

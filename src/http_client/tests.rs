@@ -133,6 +133,14 @@ async fn a_kept_connection_the_server_closed_is_replaced() {
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
+/// The failure of a GET to `url`.
+async fn refused(client: &HttpClient, url: &str) -> ExchangeError {
+    client
+        .exchange(Outgoing::new(Method::GET, url), "registrar_ip")
+        .await
+        .expect_err("refused")
+}
+
 #[tokio::test]
 async fn large_answers_are_refused_declared_or_streamed() {
     let client = build(None, Duration::from_secs(5)).expect("client");
@@ -141,10 +149,7 @@ async fn large_answers_are_refused_declared_or_streamed() {
         true,
     )
     .await;
-    let err = client
-        .exchange(Outgoing::new(Method::GET, &declared), "registrar_ip")
-        .await
-        .expect_err("too large");
+    let err = refused(&client, &declared).await;
     assert!(
         matches!(
             err,
@@ -163,10 +168,7 @@ async fn large_answers_are_refused_declared_or_streamed() {
             .into_boxed_slice(),
     );
     let (url, _) = server(streamed, true).await;
-    let err = client
-        .exchange(Outgoing::new(Method::GET, &url), "registrar_ip")
-        .await
-        .expect_err("too large");
+    let err = refused(&client, &url).await;
     assert!(
         matches!(
             err,
