@@ -41,7 +41,7 @@ pub async fn keep_trimmed() -> std::convert::Infallible {
 
 /// Returns free heap pages to the system.
 #[allow(unsafe_code)]
-pub fn release_free() {
+fn release_free() {
     // SAFETY: malloc_trim is thread-safe (it takes each arena's lock) and
     // only gives back pages no allocation uses.
     unsafe {

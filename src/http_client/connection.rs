@@ -140,12 +140,14 @@ async fn handshake(
     let mut ssl = Ssl::new(context).map_err(|e| tls_error(e.to_string()))?;
     let param = ssl.param_mut();
     param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-    match host.parse::<IpAddr>() {
-        Ok(ip) => param.set_ip(ip),
-        Err(_) => param.set_host(host),
+    // An address is checked against the certificate's IP entries; a name
+    // against its DNS names, and sent as SNI.
+    let named = match host.parse::<IpAddr>() {
+        Ok(ip) => param.set_ip(ip).map(|()| false),
+        Err(_) => param.set_host(host).map(|()| true),
     }
     .map_err(|e| tls_error(e.to_string()))?;
-    if host.parse::<IpAddr>().is_err() {
+    if named {
         ssl.set_hostname(host)
             .map_err(|e| tls_error(e.to_string()))?;
     }

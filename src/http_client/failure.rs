@@ -59,12 +59,13 @@ impl RequestFailure {
         }
     }
 
-    /// Classifies a failed connection to `url`; `ca` is the config key and
-    /// the file of the CA the server was checked with, `host_key` the
-    /// config key the URL's host came from.
+    /// Classifies a failed connection to `url` (parsed: `target`); `ca` is
+    /// the config key and the file of the CA the server was checked with,
+    /// `host_key` the config key the URL's host came from.
     pub(super) fn from_connect(
         error: &ConnectError,
         url: &str,
+        target: &Target,
         ca: Option<(&'static str, &Path)>,
         host_key: &'static str,
     ) -> Self {
@@ -75,19 +76,15 @@ impl RequestFailure {
             } => Some(reason.as_str()),
             _ => None,
         };
-        let target = Target::parse(url).ok();
-        let origin = target
-            .as_ref()
-            .map_or_else(|| url.to_string(), Target::origin);
         match (ca, verify) {
             (Some(_), Some(reason)) if is_name_mismatch(reason) => Self::NameMismatch {
-                url: origin,
-                host: target.map_or_else(|| url.to_string(), |t| t.host),
+                url: target.origin(),
+                host: target.host.clone(),
                 host_key,
                 detail: reason.into(),
             },
             (Some((ca_key, ca_file)), Some(reason)) => Self::UntrustedCertificate {
-                url: origin,
+                url: target.origin(),
                 ca_key,
                 ca_file: ca_file.display().to_string(),
                 detail: reason.into(),
@@ -123,9 +120,11 @@ mod tests {
     fn name_mismatches_are_told_apart_from_unknown_cas() {
         let trust = ("registrar_tls_ca_cert", Path::new("/etc/keylime/ca.crt"));
         let url = "https://127.0.0.1:8891/version";
+        let target = Target::parse(url).expect("url");
         let mismatch = RequestFailure::from_connect(
             &refused("IP address mismatch"),
             url,
+            &target,
             Some(trust),
             "registrar_ip",
         );
@@ -141,6 +140,7 @@ mod tests {
         let unknown = RequestFailure::from_connect(
             &refused("self-signed certificate in certificate chain"),
             url,
+            &target,
             Some(trust),
             "registrar_ip",
         );
@@ -151,7 +151,7 @@ mod tests {
         );
         let io = ConnectError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(matches!(
-            RequestFailure::from_connect(&io, url, Some(trust), "registrar_ip"),
+            RequestFailure::from_connect(&io, url, &target, Some(trust), "registrar_ip"),
             RequestFailure::Transport { .. }
         ));
     }

@@ -127,8 +127,20 @@ async fn a_kept_connection_the_server_closed_is_replaced() {
             .await
             .expect("answer");
         assert_eq!(answer.status, 200);
-        // Let the close reach the client before the next request.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The server's close reaches the kept connection (bounded wait):
+        // the next request must not fail on it.
+        let mut closed = false;
+        for _ in 0..500 {
+            closed = match client.inner.idle.lock().expect("lock").as_ref() {
+                Some((_, sender)) => sender.is_closed(),
+                None => true,
+            };
+            if closed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed, "the server's close never reached the client");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
