@@ -58,7 +58,7 @@ APT_PACKAGES=(
     swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0
     python3-venv python3-gpg libssl-dev pkg-config clang libclang-dev
     openssl procps curl python3 util-linux passwd dpkg-dev systemd
-    tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-bin libefivar1 strace
+    tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-bin libefivar1 strace iproute2
 )
 
 log() { printf '[swtpm-ci] %s\n' "$*" >&2; }
@@ -66,29 +66,8 @@ die() { printf '[swtpm-ci] error: %s\n' "$*" >&2; exit 1; }
 
 # free_port_pair: print a port P such that P and P+1 are both free on
 # 127.0.0.1 (swtpm's TCTI expects its control channel on P+1).
-free_port_pair() {
-    python3 - <<'PY'
-import socket
-for _ in range(200):
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 1))
-    except OSError:
-        a.close(); b.close(); continue
-    a.close(); b.close(); print(p); break
-else:
-    raise SystemExit("no free port pair")
-PY
-}
+free_port_pair() { "$(dirname "${BASH_SOURCE[0]}")/free-port" --pair; }
 
-# free_port: print a TCP port on 127.0.0.1 that nothing listens on now.
-free_port() {
-    python3 - <<'PY'
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-PY
-}
+# free_port: print a TCP port on 127.0.0.1 that nothing listens on now and
+# that nothing else in the run is handed (see free-port).
+free_port() { "$(dirname "${BASH_SOURCE[0]}")/free-port"; }

@@ -69,7 +69,13 @@ pub fn registered_agent_with_env(
     env: &[(&str, &str)],
 ) -> (Agent, PathBuf, u16) {
     let (mut agent, config, port) = spawned_agent(peers, tpm, dir, id, extra, env);
-    agent.wait_for("registered and activated", 30);
+    if !agent.waited_for("registered and activated", 30) {
+        panic!(
+            "no \"registered and activated\" within 30 s:\n{}\nregistrar log:\n{}",
+            agent.output(),
+            peers.registrar_log()
+        );
+    }
     (agent, config, port)
 }
 
@@ -174,10 +180,18 @@ impl Agent {
 
     /// Waits until the log contains `needle`; panics with the log after `secs`.
     pub fn wait_for(&mut self, needle: &str, secs: u64) {
+        if !self.waited_for(needle, secs) {
+            panic!("no {needle:?} within {secs} s:\n{}", self.output());
+        }
+    }
+
+    /// Whether `needle` showed in the output within `secs`; panics if the
+    /// agent exits first.
+    pub fn waited_for(&mut self, needle: &str, secs: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
             if self.output().contains(needle) {
-                return;
+                return true;
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
@@ -187,7 +201,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("no {needle:?} within {secs} s:\n{}", self.output());
+        false
     }
 
     /// SIGKILL, as the OOM killer does: nothing is flushed.

@@ -373,6 +373,11 @@ impl Peers {
         std::fs::read_to_string(self.dir.path().join("verifier.log")).unwrap_or_default()
     }
 
+    /// What the registrar has logged so far.
+    pub fn registrar_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registrar.log")).unwrap_or_default()
+    }
+
     /// Creates the tenant's certificate authority for `--cert` packages.
     pub fn init_ca(&self) -> PathBuf {
         let ca = self.dir.path().join("tenant-ca");

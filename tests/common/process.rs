@@ -69,23 +69,58 @@ pub fn script(name: &str) -> PathBuf {
 
 /// A port P with P and P+1 free (the swtpm TCTI puts control on P+1).
 pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let p = a.local_addr().expect("addr").port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair");
+    allocate_port(2)
 }
 
 /// A free TCP port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    allocate_port(1)
+}
+
+/// The next `span` consecutive free ports (1 or 2), handed out in turn from
+/// 20000 up to just below the kernel's ephemeral range, by the protocol of
+/// `swtpm-ci/free-port` (a counter file under an exclusive flock, shared
+/// with the scripts): no other test, script or outgoing connection of the
+/// run takes the port before the process it is for binds it.
+fn allocate_port(span: u16) -> u16 {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    const LOW: u16 = 20000;
+    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .map_or(32766, |first| first.saturating_sub(2))
+        .max(LOW + 1000);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o666)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(std::env::temp_dir().join("keylime-agent-ports"))
+        .expect("port counter");
+    let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock the port counter");
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .expect("read the port counter");
+    let mut port = text.trim().parse::<u16>().unwrap_or(LOW);
+    for _ in LOW..top {
+        if port < LOW || port + span - 1 > top {
+            port = LOW;
+        }
+        let chosen = port;
+        port += span;
+        if (chosen..chosen + span).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            file.set_len(0).expect("truncate the port counter");
+            file.rewind().expect("rewind the port counter");
+            write!(file, "{port}").expect("write the port counter");
+            return chosen;
+        }
+    }
+    panic!("no free port between {LOW} and {top}");
 }
 
 /// Polls `cond` every 250 ms for up to `secs`; true once it holds.
