@@ -1,7 +1,8 @@
 //! End to end with the real Keylime 7.14.3 registrar: registration and
 //! activation, what the registrar then serves, re-registration after a
-//! restart, retries while the registrar is down, the 403 for a changed
-//! AK, and no transient handle left after 100 register/activate cycles.
+//! restart, retries while the registrar is down or its database locked
+//! (its own 500s), the 403 for a changed AK, and no transient handle left
+//! after 100 register/activate cycles.
 //! A record the registrar lost: `tests/reregistration.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -148,6 +149,66 @@ fn registrar_down_at_start_is_retried_until_it_comes_up() {
         last_retry(&log[..registered_at])
     );
     assert_eq!(peers.registrar_get(&format!("/v2.6/agents/{ID}")).0, 200);
+}
+
+#[test]
+fn a_registrar_whose_database_is_locked_answers_500_and_the_agent_retries_until_it_frees() {
+    let Some(peers) = Peers::start("all") else {
+        return;
+    };
+    let Some(tpm) = Swtpm::start() else { return };
+    let dir = common::state_dir();
+    // Another writer (a backup, a second registrar on the same file) holds
+    // the registrar's SQLite database: the real registrar waits out its
+    // busy timeout and answers 500, as it does under write contention.
+    let mut lock = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1],isolation_level=None); \
+             c.execute('BEGIN EXCLUSIVE'); print('locked',flush=True); sys.stdin.read(); \
+             c.execute('COMMIT')",
+        ])
+        .arg(peers.registrar_database())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(lock.stdout.take().expect("stdout")),
+        &mut said,
+    )
+    .expect("lock holder");
+    assert_eq!(said.trim(), "locked");
+    let config = write_config(dir.path(), &agent_lines(dir.path(), ID, Some(&peers)));
+    let mut agent = Agent::spawn(&config, &tpm.tcti(), &[]);
+    agent.wait_for("answered HTTP 500", 60);
+    agent.wait_for("; retry 2 in", 60);
+    drop(lock.stdin.take());
+    assert!(lock.wait().expect("lock holder").success());
+    agent.wait_for("registered and activated", 60);
+    let log = agent.output();
+    let tries = log
+        .lines()
+        .find(|l| l.contains("registered and activated"))
+        .and_then(|l| {
+            l.rsplit_once(" after ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .expect("attempts in the registration line");
+    assert!(tries >= 3, "{tries} attempts:\n{log}");
+    assert!(
+        peers.registrar_log().matches("Sent 500").count() >= 2,
+        "the registrar answered 500:\n{}",
+        peers.registrar_log()
+    );
+    assert_eq!(peers.registrar_get(&format!("/v2.6/agents/{ID}")).0, 200);
+    let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

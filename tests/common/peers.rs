@@ -378,6 +378,11 @@ impl Peers {
         std::fs::read_to_string(self.dir.path().join("registrar.log")).unwrap_or_default()
     }
 
+    /// The registrar's SQLite database.
+    pub fn registrar_database(&self) -> PathBuf {
+        self.dir.path().join("keylime/reg_data.sqlite")
+    }
+
     /// Creates the tenant's certificate authority for `--cert` packages.
     pub fn init_ca(&self) -> PathBuf {
         let ca = self.dir.path().join("tenant-ca");
