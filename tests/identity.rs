@@ -516,6 +516,8 @@ fn rsa_3072_ek_with_7_13_1_is_named_rsa_and_the_agent_says_so_at_start() {
     ];
     let (mut agent, port) = spawn(&peers, &tpm, &dir, id, &extra);
     agent.wait_for("registered and activated", 60);
+    // Said once registration returns, a moment after its line.
+    agent.wait_for("know only \"rsa\" and \"ecc\" EKs", 10);
     let output = agent.output();
     let said: Vec<&str> = output
         .lines()

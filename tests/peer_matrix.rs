@@ -74,7 +74,7 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
     tpm.extend_pcr10(&ima_entries(&ima, 5, 0, Some(&policy)));
     let mut extra = vec![format!("ima_ml_path = {:?}", ima.display().to_string())];
     extra.extend(identity.config());
-    let (agent, _, port) = registered_agent(&peers, &tpm, &dir, id, &extra);
+    let (mut agent, _, port) = registered_agent(&peers, &tpm, &dir, id, &extra);
 
     // Registered and activated with the release's own registrar API.
     assert!(
@@ -107,6 +107,7 @@ fn core_cases(release: Release, identity: Identity, id: &str) {
     if release == KEYLIME_7_12 && identity == Identity::Ecc {
         // The agent said at start that this release cannot verify ECDSA
         // quotes, and the release indeed refuses the identity quote.
+        agent.wait_for("cannot verify ECDSA quotes", 10);
         let log = agent.output();
         let warning: Vec<&str> = log
             .lines()

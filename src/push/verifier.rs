@@ -157,11 +157,13 @@ impl VerifierClient {
             .as_deref()
             .and_then(protocol::unix_seconds)
             .map(|at| {
+                // To the millisecond: whole seconds of now would make the
+                // token look up to a second younger than it is.
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let left = u64::try_from(at).unwrap_or(0).saturating_sub(now);
-                obtained + Duration::from_secs(left)
+                    .unwrap_or_default();
+                let at = Duration::from_secs(u64::try_from(at).unwrap_or(0));
+                obtained + at.saturating_sub(now)
             });
         Ok(Token {
             value: Zeroizing::new(value),
