@@ -175,7 +175,7 @@ fn a_registrar_whose_database_is_locked_answers_500_and_the_agent_retries_until_
         .expect("python3");
     let mut said = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(lock.stdout.take().expect("stdout")),
+        &mut std::io::BufReader::new(std::io::Read::take(lock.stdout.take().expect("stdout"), 64)),
         &mut said,
     )
     .expect("lock holder");

@@ -39,6 +39,27 @@ fn lose_the_record(peers: &Peers) {
     assert!(registrar_ids(peers).is_empty());
 }
 
+/// Waits up to `secs` for the agent's second activation, then checks
+/// that the registrar lists the record again. The activation line is what
+/// is waited for: the registrar lists a record from the registration on, a
+/// moment before the activation that completes it.
+fn the_record_comes_back(peers: &Peers, agent: &common::Agent, secs: u64) {
+    assert!(
+        common::wait_until(secs, || agent
+            .output()
+            .matches("registered and activated")
+            .count()
+            == 2),
+        "{}",
+        agent.output()
+    );
+    assert_eq!(
+        registrar_ids(peers),
+        vec![ID.to_string()],
+        "the record is back"
+    );
+}
+
 #[test]
 fn a_record_deleted_at_the_registrar_comes_back_on_sighup_and_the_tenant_adds_again() {
     let Some(peers) = Peers::start("all") else {
@@ -67,20 +88,7 @@ fn a_record_deleted_at_the_registrar_comes_back_on_sighup_and_the_tenant_adds_ag
         .expect("kill");
     assert!(hup.success());
     agent.wait_for("SIGHUP: registering with the registrar again", 30);
-    assert!(
-        common::wait_until(30, || agent
-            .output()
-            .matches("registered and activated")
-            .count()
-            == 2),
-        "{}",
-        agent.output()
-    );
-    assert_eq!(
-        registrar_ids(&peers),
-        vec![ID.to_string()],
-        "the record is back"
-    );
+    the_record_comes_back(&peers, &agent, 30);
     assert_eq!(agent.pid(), pid, "no restart");
 
     // The tenant adds it and the verifier attests it.
@@ -106,23 +114,8 @@ fn a_record_deleted_at_the_registrar_comes_back_by_itself_with_a_refresh_interva
     let (agent, _, _) = registered_agent(&peers, &tpm, &dir, ID, &extra);
     let pid = agent.pid();
     lose_the_record(&peers);
-    // Within the interval (and a margin), with nothing sent to the agent:
-    // the record is back once the second activation is logged (the record
-    // itself appears a moment earlier, at the registration before it).
-    assert!(
-        common::wait_until(120, || agent
-            .output()
-            .matches("registered and activated")
-            .count()
-            == 2),
-        "{}",
-        agent.output()
-    );
-    assert_eq!(
-        registrar_ids(&peers),
-        vec![ID.to_string()],
-        "the record is back"
-    );
+    // Within the interval (and a margin), with nothing sent to the agent.
+    the_record_comes_back(&peers, &agent, 120);
     let log = agent.output();
     assert!(
         log.contains("registrar_refresh_interval: registering with the registrar again"),
